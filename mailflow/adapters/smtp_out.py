@@ -1,0 +1,288 @@
+"""Outgoing mail over SMTP: a thin layer over `smtplib`.
+
+Errors come out as one family: `TemporarySendError` (4xx replies, connection
+failures, timeouts: try again later) and `PermanentSendError` (5xx replies:
+retrying will not help), both `SendError`.  `SendError.scope` tells a batch
+sender whether the failure belongs to this message (`"message"`) or to the
+connection/server (`"connection"`: login refused, STARTTLS missing), in which
+case the rest of the batch would fail the same way.
+
+A message is sent all-or-nothing: every recipient is offered with RCPT before
+DATA, and if any is refused the transaction is reset, nothing is delivered, and
+the error lists the refused addresses in `SendError.refused`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import smtplib
+import ssl
+from collections.abc import Sequence
+from email.generator import BytesGenerator
+from email.message import EmailMessage, Message
+from typing import Literal
+
+from mailflow.config import SmtpSettings
+from mailflow.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Scope = Literal["message", "connection"]
+
+
+class SendError(Exception):
+    """A message could not be handed to the SMTP server."""
+
+    def __init__(self, message: str, *, code: int | None = None,
+                 refused: dict[str, tuple[int, str]] | None = None,
+                 scope: Scope = "message") -> None:
+        super().__init__(message)
+        self.code = code
+        self.refused = refused or {}
+        self.scope = scope
+
+
+class TemporarySendError(SendError):
+    """A 4xx reply or a connection failure: the same message may succeed later."""
+
+
+class PermanentSendError(SendError):
+    """A 5xx reply: the server will not take this message as it is."""
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _reply_error(stage: str, code: int, reply: bytes | str, *,
+                 refused: dict[str, tuple[int, str]] | None = None,
+                 scope: Scope = "message") -> SendError:
+    kind = PermanentSendError if 500 <= code < 600 else TemporarySendError
+    return kind(f"SMTP {stage} refused: {code} {_text(reply)}", code=code,
+                refused=refused, scope=scope)
+
+
+def _flatten(message: Message, international: bool) -> bytes:
+    """The bytes to send: Bcc removed, CRLF line ends (what smtplib.send_message does)."""
+    message = copy.copy(message)
+    del message["Bcc"]
+    del message["Resent-Bcc"]
+    policy = message.policy
+    if international:
+        policy = policy.clone(utf8=True)
+    with io.BytesIO() as out:
+        BytesGenerator(out, policy=policy).flatten(message, linesep="\r\n")
+        return out.getvalue()
+
+
+class SmtpConnection:
+    """One SMTP connection reused for many messages.
+
+        with SmtpConnection(settings) as smtp:
+            for row in batch:
+                smtp.send(row.message, envelope_from=..., recipients=[...])
+
+    The connection opens on first use.  If the server dropped it between
+    messages, the next `send` reconnects once before anything of the message
+    was transmitted, so a message is never offered twice by this class.
+    """
+
+    def __init__(self, settings: SmtpSettings, *, ssl_context: ssl.SSLContext | None = None,
+                 local_hostname: str | None = None) -> None:
+        self.settings = settings
+        self.ssl_context = ssl_context
+        self.local_hostname = local_hostname
+        self._smtp: smtplib.SMTP | None = None
+        self.sent = 0
+
+    # -- connection --------------------------------------------------------------------
+
+    def _context(self) -> ssl.SSLContext:
+        return self.ssl_context or ssl.create_default_context()
+
+    def open(self) -> None:
+        """Connect, say EHLO, STARTTLS and log in as configured."""
+        self.close()
+        s = self.settings
+        where = f"{s.host}:{s.port}"
+        password = None
+        if s.username:
+            password = s.password
+            if password is None:
+                raise ConfigError(f"smtp.password_env: environment variable {s.password_env} "
+                                  f"is not set (needed to log in as {s.username!r})")
+        smtp: smtplib.SMTP | None = None
+        try:
+            if s.tls:
+                smtp = smtplib.SMTP_SSL(s.host, s.port, local_hostname=self.local_hostname,
+                                        timeout=s.timeout_seconds, context=self._context())
+            else:
+                smtp = smtplib.SMTP(s.host, s.port, local_hostname=self.local_hostname,
+                                    timeout=s.timeout_seconds)
+            smtp.ehlo_or_helo_if_needed()
+            if s.starttls and not s.tls:
+                if not smtp.has_extn("starttls"):
+                    raise PermanentSendError(f"SMTP server {where} does not offer STARTTLS",
+                                             scope="connection")
+                code, reply = smtp.starttls(context=self._context())
+                if code != 220:
+                    raise _reply_error("STARTTLS", code, reply, scope="connection")
+                smtp.ehlo()
+            if s.username:
+                smtp.login(s.username, password)
+        except SendError:
+            self._quietly_close(smtp)
+            raise
+        except smtplib.SMTPResponseException as error:
+            self._quietly_close(smtp)
+            stage = "login" if isinstance(error, smtplib.SMTPAuthenticationError) else "greeting"
+            raise _reply_error(stage, error.smtp_code, error.smtp_error,
+                               scope="connection") from error
+        except smtplib.SMTPNotSupportedError as error:
+            self._quietly_close(smtp)
+            raise PermanentSendError(f"SMTP {where}: {error}", scope="connection") from error
+        except (smtplib.SMTPException, OSError) as error:
+            self._quietly_close(smtp)
+            raise TemporarySendError(f"SMTP {where}: cannot connect: {error}",
+                                     scope="connection") from error
+        self._smtp = smtp
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            self._quietly_close(smtp)
+
+    @staticmethod
+    def _quietly_close(smtp: smtplib.SMTP | None) -> None:
+        if smtp is not None:
+            try:
+                smtp.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> SmtpConnection:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send(self, message: EmailMessage, *, envelope_from: str,
+             recipients: Sequence[str]) -> None:
+        """Send MESSAGE to RECIPIENTS with envelope sender ENVELOPE_FROM (may be "")."""
+        if isinstance(recipients, str):
+            recipients = [recipients]
+        recipients = list(recipients)
+        if not recipients:
+            raise PermanentSendError("no recipients")
+        addresses = [envelope_from, *recipients]
+        international = not all(a.isascii() for a in addresses)
+        data = _flatten(message, international)
+
+        reused = self._smtp is not None
+        if not reused:
+            self.open()
+        try:
+            self._transaction(data, envelope_from, recipients, international)
+        except _Stale:
+            if not reused:
+                raise TemporarySendError("SMTP server closed the connection",
+                                         scope="connection") from None
+            log.info("SMTP connection was closed by the server; reconnecting")
+            self.open()
+            try:
+                self._transaction(data, envelope_from, recipients, international)
+            except _Stale as error:
+                raise TemporarySendError("SMTP server closed the connection",
+                                         scope="connection") from error
+        self.sent += 1
+
+    def _transaction(self, data: bytes, envelope_from: str, recipients: list[str],
+                     international: bool) -> None:
+        smtp = self._smtp
+        assert smtp is not None
+        try:
+            # MAIL: nothing of the message has gone out yet, so a dead
+            # connection here is safe to retry on a fresh one (_Stale).
+            options: list[str] = []
+            if international:
+                if not smtp.has_extn("smtputf8"):
+                    raise PermanentSendError(
+                        "SMTP server does not support SMTPUTF8 for a non-ASCII address")
+                options += ["SMTPUTF8", "BODY=8BITMIME"]
+            elif not data.isascii() and smtp.has_extn("8bitmime"):
+                options.append("BODY=8BITMIME")
+            try:
+                code, reply = smtp.mail(envelope_from, options)
+            except (smtplib.SMTPServerDisconnected, ConnectionError) as error:
+                self._drop()
+                raise _Stale(str(error)) from error
+            if code == 421:
+                self._drop()
+                raise _Stale(_text(reply))
+            if code != 250:
+                self._reset()
+                raise _reply_error("MAIL FROM", code, reply)
+
+            refused: dict[str, tuple[int, str]] = {}
+            for recipient in recipients:
+                code, reply = smtp.rcpt(recipient)
+                if code not in (250, 251):
+                    refused[recipient] = (code, _text(reply))
+            if refused:
+                self._reset()
+                permanent = any(c >= 500 for c, _ in refused.values())
+                kind = PermanentSendError if permanent else TemporarySendError
+                first_code = next(iter(refused.values()))[0]
+                listing = "; ".join(f"{a}: {c} {r}" for a, (c, r) in refused.items())
+                raise kind(f"SMTP recipients refused (nothing sent): {listing}",
+                           code=first_code, refused=refused)
+
+            code, reply = smtp.data(data)
+            if code != 250:
+                self._reset()
+                raise _reply_error("DATA", code, reply)
+        except (SendError, _Stale):
+            raise
+        except smtplib.SMTPResponseException as error:
+            # data() raises SMTPDataError when DATA itself is refused.
+            self._reset()
+            raise _reply_error("DATA", error.smtp_code, error.smtp_error) from error
+        except (smtplib.SMTPException, OSError) as error:
+            self._drop()
+            raise TemporarySendError(f"SMTP connection failed while sending: {error}",
+                                     scope="connection") from error
+
+    def _reset(self) -> None:
+        """RSET after a refusal so the connection can carry the next message."""
+        smtp = self._smtp
+        if smtp is None:
+            return
+        try:
+            code, _reply = smtp.rset()
+            if code == 421:
+                self._drop()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        self._quietly_close(smtp)
+
+
+class _Stale(Exception):
+    """The reused connection was closed before the message was offered."""
+
+
+def send_message(settings: SmtpSettings, message: EmailMessage, *, envelope_from: str,
+                 recipients: list[str], ssl_context: ssl.SSLContext | None = None) -> None:
+    """Send one message on its own connection; raise a SendError if it was not accepted."""
+    with SmtpConnection(settings, ssl_context=ssl_context) as connection:
+        connection.send(message, envelope_from=envelope_from, recipients=recipients)
