@@ -1,0 +1,282 @@
+"""Recognise mail that no human wrote, so that we never answer it.
+
+Answering an auto-reply, a bounce or a list message is how mail loops start
+(DESIGN §3 step 1). Each check is a small named rule returning a reason; the
+first that fires wins. Strong signals (RFC 3834 ``Auto-Submitted``, RFC 3464
+/ 5965 / 8098 reports, null return path, daemon senders, ``Precedence``,
+``X-Autoreply``) decide alone. Out-of-office subjects and
+``X-Auto-Response-Suppress`` are weak: people write "Out of office" in real
+subjects, and Exchange stamps ``X-Auto-Response-Suppress`` on ordinary mail
+too, so only the two together count.
+
+Pure: works on an :class:`~mailflow.core.message.InboundMessage`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mailflow.core.message import InboundMessage
+
+__all__ = ["Automatic", "AutomaticKind", "classify_automatic", "detect_automatic", "is_bounce"]
+
+
+class AutomaticKind(StrEnum):
+    """Why a message is automatic; callers act on the kind, log the reason."""
+
+    OWN = "own"
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    RECEIPT = "receipt"
+    AUTO_REPLY = "auto_reply"
+    BULK = "bulk"
+
+
+@dataclass(frozen=True)
+class Automatic:
+    kind: AutomaticKind
+    reason: str
+
+
+_DAEMONS = frozenset(
+    {
+        "mailer-daemon",
+        "postmaster",
+        "post_master",
+        "mail-daemon",
+        "mailerdaemon",
+        "maildaemon",
+        "mdaemon",
+        "mail.delivery.system",
+        "mail-delivery-system",
+    }
+)
+#: Senders that say nobody reads answers: replying can only loop or bounce.
+_NO_REPLY = frozenset({"no-reply", "noreply", "do-not-reply", "donotreply", "no_reply"})
+#: Lines only a delivery report contains (RFC 3464 fields, classic MTA texts).
+_DSN_BODY = re.compile(
+    r"^\s*(?:final-recipient|original-recipient|diagnostic-code|remote-mta|reporting-mta)\s*:|"
+    r"^\s*action\s*:\s*(?:failed|delayed)|transcript of session follows|"
+    r"the original message was received at|this is the mail system at host|"
+    r"could not be delivered to|delivery to the following recipient",
+    re.IGNORECASE | re.MULTILINE,
+)
+_COMPLAINT_SUBJECT = re.compile(r"complaint about message|abuse report|spam report", re.IGNORECASE)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|delivery (?:status|failure|has failed|notification|problem)|"
+    r"mail delivery|returned mail|failure notice|delivery failed|could not be delivered|"
+    r"non[- ]?delivery|nondeliverable|rejected|warning: message|message not delivered|"
+    r"mail system error|unzustellbar|non remis|no entregado|"
+    r"配信|不達|エラー|送信できません|届きませんでした|未達",
+    re.IGNORECASE,
+)
+_OUT_OF_OFFICE_SUBJECT = re.compile(
+    r"out of (?:the )?office|automatic reply|auto(?:matic)?[- ]?(?:reply|response)|"
+    r"^auto:|away from (?:my|the) (?:desk|office)|on vacation|vacation (?:reply|notice)|"
+    r"abwesenheit|automatische antwort|réponse automatique|absence|respuesta automática|"
+    r"fuera de la oficina|risposta automatica|fuori ufficio|automatisch antwoord|"
+    r"afwezig|autosvar|automatisk svar|poza biurem|不在|自動返信|自動応答|休暇",
+    re.IGNORECASE,
+)
+_REPORT_PARTS = {
+    "message/delivery-status": (AutomaticKind.BOUNCE, "bounce (DSN)"),
+    "message/global-delivery-status": (AutomaticKind.BOUNCE, "bounce (DSN)"),
+    "message/feedback-report": (AutomaticKind.COMPLAINT, "complaint (ARF)"),
+    "message/disposition-notification": (AutomaticKind.RECEIPT, "read receipt"),
+    "message/global-disposition-notification": (AutomaticKind.RECEIPT, "read receipt"),
+}
+_REPORT_TYPES = {
+    "delivery-status": (AutomaticKind.BOUNCE, "bounce (DSN)"),
+    "feedback-report": (AutomaticKind.COMPLAINT, "complaint (ARF)"),
+    "disposition-notification": (AutomaticKind.RECEIPT, "read receipt"),
+}
+
+
+def _local_part(address: str | None) -> str:
+    return (address or "").split("@", 1)[0].split("+", 1)[0].lower()
+
+
+def _same_mailbox(address: str | None, own_address: str) -> bool:
+    """support@x and support+TOKEN@x are the same mailbox (our reply tokens)."""
+    if not address or "@" not in address or "@" not in own_address:
+        return False
+    domain, own_domain = address.rsplit("@", 1)[1], own_address.rsplit("@", 1)[1]
+    return _local_part(address) == _local_part(own_address) and domain.lower() == own_domain.lower()
+
+
+def _looks_like_bounce(msg: InboundMessage) -> bool:
+    return _local_part(msg.from_addr) in _DAEMONS or bool(_BOUNCE_SUBJECT.search(msg.subject))
+
+
+def _check_own(msg: InboundMessage, own_address: str) -> Automatic | None:
+    if _same_mailbox(msg.from_addr, own_address):
+        return Automatic(AutomaticKind.OWN, "our own message")
+    if any(name.startswith("x-mailflow-") for name in msg.headers):
+        return Automatic(AutomaticKind.OWN, "our own message (x-mailflow header)")
+    return None
+
+
+def _check_report(msg: InboundMessage, own_address: str) -> Automatic | None:
+    """multipart/report (RFC 6522) by report-type, or a report part anywhere."""
+    content_type = msg.headers.get("content-type", "").lower()
+    if msg.content_type == "multipart/report":
+        match = re.search(r'report-type\s*=\s*"?([\w-]+)', content_type)
+        if match and match.group(1) in _REPORT_TYPES:
+            kind, reason = _REPORT_TYPES[match.group(1)]
+            return Automatic(kind, reason)
+        return Automatic(AutomaticKind.BOUNCE, "bounce (multipart/report)")
+    for part_type in msg.part_types:
+        if part_type in _REPORT_PARTS:
+            kind, reason = _REPORT_PARTS[part_type]
+            return Automatic(kind, reason)
+    if msg.headers.get("feedback-type"):
+        return Automatic(AutomaticKind.COMPLAINT, "complaint (ARF)")
+    return None
+
+
+def _check_daemon_sender(msg: InboundMessage, own_address: str) -> Automatic | None:
+    """MAILER-DAEMON / postmaster in From (address or bare name) or Return-Path."""
+    candidates = (
+        _local_part(msg.from_addr),
+        msg.from_name.strip().lower() if not msg.from_addr else "",
+        _local_part(msg.headers.get("return-path", "").strip().strip("<>")),
+    )
+    for local in candidates:
+        if local in _DAEMONS:
+            return Automatic(AutomaticKind.BOUNCE, f"sender {local}")
+    return None
+
+
+def _check_no_reply_sender(msg: InboundMessage, own_address: str) -> Automatic | None:
+    local = _local_part(msg.from_addr)
+    if local in _NO_REPLY:
+        kind = AutomaticKind.BOUNCE if _looks_like_bounce(msg) else AutomaticKind.BULK
+        return Automatic(kind, f"sender {local}")
+    return None
+
+
+def _check_bounce_text(msg: InboundMessage, own_address: str) -> Automatic | None:
+    """A bounce-like subject over a body with delivery-report lines (forwarded or legacy DSN)."""
+    if _BOUNCE_SUBJECT.search(msg.subject) and _DSN_BODY.search(msg.text):
+        return Automatic(AutomaticKind.BOUNCE, "bounce (report text)")
+    return None
+
+
+def _check_complaint_text(msg: InboundMessage, own_address: str) -> Automatic | None:
+    """Old Hotmail-style complaints: a complaint subject with the original attached."""
+    attached = any(t in ("message/rfc822", "text/rfc822-headers") for t in msg.part_types)
+    if attached and _COMPLAINT_SUBJECT.search(msg.subject):
+        return Automatic(AutomaticKind.COMPLAINT, "complaint (abuse report)")
+    return None
+
+
+def _check_vendor_auto_headers(msg: InboundMessage, own_address: str) -> Automatic | None:
+    """Vendor markers: Apple's vacation responder, fml/mailing-list software."""
+    if msg.headers.get("x-apple-action", "").strip().upper() == "VACATION":
+        return Automatic(AutomaticKind.AUTO_REPLY, "x-apple-action: vacation")
+    if msg.headers.get("x-mlserver"):
+        return Automatic(AutomaticKind.BULK, "mailing list software (x-mlserver)")
+    return None
+
+
+def _check_null_return_path(msg: InboundMessage, own_address: str) -> Automatic | None:
+    """RFC 5321 null reverse-path: bounces, and auto-replies that follow RFC 3834."""
+    return_path = msg.headers.get("return-path")
+    if return_path is not None and return_path.strip().strip("<>").strip() == "":
+        kind = AutomaticKind.BOUNCE if _looks_like_bounce(msg) else AutomaticKind.AUTO_REPLY
+        return Automatic(kind, "null return path")
+    return None
+
+
+def _check_auto_submitted(msg: InboundMessage, own_address: str) -> Automatic | None:
+    """RFC 3834: any value other than ``no`` means a machine sent it."""
+    value = msg.headers.get("auto-submitted", "").split(";", 1)[0].strip().lower()
+    if value and value != "no":
+        kind = AutomaticKind.BOUNCE if _looks_like_bounce(msg) else AutomaticKind.AUTO_REPLY
+        return Automatic(kind, f"auto-submitted: {value}")
+    return None
+
+
+def _check_x_autoreply(msg: InboundMessage, own_address: str) -> Automatic | None:
+    for name in ("x-autoreply", "x-autorespond"):
+        value = msg.headers.get(name)
+        if value is not None and value.strip().lower() not in ("no", "false", "0"):
+            return Automatic(AutomaticKind.AUTO_REPLY, name)
+    return None
+
+
+def _check_precedence(msg: InboundMessage, own_address: str) -> Automatic | None:
+    value = msg.headers.get("precedence", "").strip().lower()
+    if value in ("bulk", "junk", "list", "auto_reply"):
+        kind = AutomaticKind.AUTO_REPLY if value == "auto_reply" else AutomaticKind.BULK
+        return Automatic(kind, f"precedence: {value}")
+    return None
+
+
+def _check_exchange_auto(msg: InboundMessage, own_address: str) -> Automatic | None:
+    """Exchange marks server-generated mail; inbox-rule loops too."""
+    if msg.headers.get("x-ms-exchange-inbox-rules-loop"):
+        return Automatic(AutomaticKind.AUTO_REPLY, "exchange inbox rule")
+    source = msg.headers.get("x-ms-exchange-generated-message-source", "").lower()
+    if source:
+        kind = AutomaticKind.BOUNCE if _looks_like_bounce(msg) else AutomaticKind.AUTO_REPLY
+        return Automatic(kind, f"exchange generated: {source[:40]}")
+    return None
+
+
+def _check_weak_signals(msg: InboundMessage, own_address: str) -> Automatic | None:
+    """An out-of-office subject together with X-Auto-Response-Suppress."""
+    suppress = msg.headers.get("x-auto-response-suppress", "").strip().lower()
+    if suppress and _OUT_OF_OFFICE_SUBJECT.search(msg.subject):
+        return Automatic(
+            AutomaticKind.AUTO_REPLY, "out-of-office subject + x-auto-response-suppress"
+        )
+    return None
+
+
+def _check_failed_recipients(msg: InboundMessage, own_address: str) -> Automatic | None:
+    if msg.headers.get("x-failed-recipients"):
+        return Automatic(AutomaticKind.BOUNCE, "bounce (x-failed-recipients)")
+    return None
+
+
+_RULES: tuple[Callable[[InboundMessage, str], Automatic | None], ...] = (
+    _check_own,
+    _check_report,
+    _check_daemon_sender,
+    _check_failed_recipients,
+    _check_null_return_path,
+    _check_auto_submitted,
+    _check_x_autoreply,
+    _check_exchange_auto,
+    _check_precedence,
+    _check_vendor_auto_headers,
+    _check_no_reply_sender,
+    _check_bounce_text,
+    _check_complaint_text,
+    _check_weak_signals,
+)
+
+
+def classify_automatic(msg: InboundMessage, *, own_address: str) -> Automatic | None:
+    """The first rule that recognises ``msg`` as automatic, or None for a person."""
+    for rule in _RULES:
+        found = rule(msg, own_address.strip().lower())
+        if found is not None:
+            return found
+    return None
+
+
+def detect_automatic(msg: InboundMessage, *, own_address: str) -> str | None:
+    """A short reason ("precedence: bulk", "bounce (DSN)") or None for a human message."""
+    found = classify_automatic(msg, own_address=own_address)
+    return found.reason if found else None
+
+
+def is_bounce(msg: InboundMessage, *, own_address: str = "") -> bool:
+    """True for delivery failures, whose original we mark bounced and tell staff about."""
+    found = classify_automatic(msg, own_address=own_address)
+    return found is not None and found.kind is AutomaticKind.BOUNCE

@@ -1,0 +1,669 @@
+"""Turn raw inbound bytes into an immutable :class:`InboundMessage`.
+
+Real mail is hostile input: broken MIME, headers that make ``policy.default``
+raise on access, undeclared 8-bit Japanese, HTML-only bodies, attachments
+larger than anything we want in memory twice. The one promise of this module
+is that :func:`parse_message` never raises: whatever it cannot read becomes a
+human-readable entry in ``InboundMessage.defects`` so that the caller can still
+store the message, classify it and tell staff.
+
+Pure: imports only the standard library and html2text; no I/O.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.utils
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser, HeaderParser
+from types import MappingProxyType
+
+__all__ = [
+    "Attachment",
+    "InboundMessage",
+    "bare_address",
+    "decode_bytes",
+    "extract_bounced_message_ids",
+    "normalise_message_id",
+    "parse_message",
+]
+
+#: Headers kept in ``InboundMessage.headers``: what classification needs.
+#: Any header whose name starts with one of ``KEPT_HEADER_PREFIXES`` is kept too.
+KEPT_HEADERS = frozenset(
+    {
+        "auto-submitted",
+        "precedence",
+        "x-autoreply",
+        "x-autorespond",
+        "x-auto-response-suppress",
+        "list-id",
+        "list-unsubscribe",
+        "return-path",
+        "authentication-results",
+        "content-type",
+        "x-failed-recipients",
+        "x-loop",
+        "feedback-type",
+        "x-ms-exchange-generated-message-source",
+        "x-ms-exchange-inbox-rules-loop",
+        "x-apple-action",
+        "x-mlserver",
+    }
+)
+KEPT_HEADER_PREFIXES = ("x-mailflow-",)
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_WHITESPACE = re.compile(r"\s+")
+_ANGLE_ID = re.compile(r"<([^<>]*)>")
+_JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff\uff66-\uff9f]")
+_ISO2022_ESCAPE = re.compile(rb"\x1b[\$\(][@BJ]")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One non-body MIME part. ``data`` is ``b""`` when ``truncated`` is set."""
+
+    filename: str | None
+    content_type: str
+    size: int
+    data: bytes = b""
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """What the rest of mailflow needs to know about one received message.
+
+    ``headers`` holds only the classification headers (lower-case names, the
+    first, i.e. topmost, occurrence: the one our own MTA added), decoded to str.
+    ``part_types`` lists the content types of every MIME part in tree order, so
+    that DSN / ARF / MDN reports can be recognised without keeping the tree.
+    ``raw`` is the input, kept so that bounces can be re-read for the original
+    Message-ID; it is excluded from ``repr`` and comparisons.
+    """
+
+    message_id: str | None = None
+    from_addr: str | None = None
+    from_name: str = ""
+    reply_to: str | None = None
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    subject: str = ""
+    date: datetime | None = None
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    text: str = ""
+    html: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    part_types: tuple[str, ...] = ()
+    defects: tuple[str, ...] = ()
+    size: int = 0
+    raw: bytes = field(default=b"", repr=False, compare=False)
+
+    @property
+    def content_type(self) -> str:
+        """The top-level content type without parameters, lower case."""
+        value = self.headers.get("content-type", "text/plain")
+        return value.split(";", 1)[0].strip().lower() or "text/plain"
+
+
+# --------------------------------------------------------------------------
+# Small helpers, each usable alone.
+
+
+def normalise_message_id(value: object) -> str | None:
+    """Return the Message-ID inside ``value`` without angle brackets or spaces.
+
+    Case is kept: the local part of a Message-ID is case-sensitive and mail
+    systems echo ids back unchanged, so an exact match is the right test.
+    """
+    if value is None:
+        return None
+    text = str(value)
+    match = _ANGLE_ID.search(text)
+    inner = match.group(1) if match else text
+    inner = _WHITESPACE.sub("", inner).strip("<>")
+    return inner or None
+
+
+def _message_id_list(value: str | None) -> tuple[str, ...]:
+    """All ids in an In-Reply-To / References value, in order, without duplicates."""
+    if not value:
+        return ()
+    found = _ANGLE_ID.findall(value) or value.split()
+    ids: list[str] = []
+    for candidate in found:
+        normal = normalise_message_id(candidate)
+        if normal and normal not in ids:
+            ids.append(normal)
+    return tuple(ids)
+
+
+def bare_address(value: str | None) -> str | None:
+    """The lower-cased addr-spec of the first address in ``value``, or None."""
+    addresses = _addresses(value)
+    return addresses[0][1] if addresses else None
+
+
+def _addresses(value: str | None) -> list[tuple[str, str]]:
+    """(display name, lower-case address) pairs; never raises."""
+    if not value:
+        return []
+    try:
+        pairs = email.utils.getaddresses([value])
+    except Exception:
+        return []
+    result = []
+    for name, addr in pairs:
+        addr = addr.strip().strip("<>").strip().lower()
+        if addr:
+            result.append((name.strip(), addr))
+    return result
+
+
+def clean_subject(value: str) -> str:
+    """Collapse control characters (CR, LF, TAB, C1) and runs of spaces."""
+    return _WHITESPACE.sub(" ", _CONTROL_CHARS.sub(" ", value)).strip()
+
+
+# --------------------------------------------------------------------------
+# Charset handling.
+
+_CHARSET_SUPERSETS = {
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "ms_kanji": "cp932",
+    "windows-31j": "cp932",
+    "cp943c": "cp932",
+    "iso-2022-jp": "iso2022_jp_ext",
+    "csiso2022jp": "iso2022_jp_ext",
+    "euc-jp": "euc_jis_2004",
+    "x-euc-jp": "euc_jis_2004",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949",
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "us-ascii": "utf-8",
+    "ascii": "utf-8",
+    "unknown-8bit": "utf-8",
+    "x-unknown": "utf-8",
+}
+
+_ISO2022_CODECS = ("iso2022_jp_ext", "iso2022_jp_2", "iso2022_jp_2004")
+
+
+def _codec_for(charset: str | None) -> str | None:
+    """Map a declared charset to the Python codec that decodes what senders mean.
+
+    Senders label CP932 as Shift_JIS, CP1252 as ISO-8859-1 and UTF-8 as
+    US-ASCII; decoding with the superset is what every mail reader does.
+    """
+    if not charset:
+        return None
+    name = charset.strip().strip('"').lower()
+    name = _CHARSET_SUPERSETS.get(name, name)
+    try:
+        "".encode(name)
+    except (LookupError, ValueError):
+        return None
+    return name
+
+
+def _detect_and_decode(data: bytes) -> tuple[str, str]:
+    """Decode undeclared or mislabelled bytes: (text, codec used).
+
+    Order: ISO-2022-JP when its escape sequences are present, UTF-8, then the
+    Japanese 8-bit encodings (accepted only if the result has kana/kanji, so a
+    Latin-1 text is not misread as CP932), then Latin-1 which always succeeds.
+    """
+    if _ISO2022_ESCAPE.search(data):
+        for codec in _ISO2022_CODECS:
+            try:
+                return data.decode(codec), codec
+            except UnicodeDecodeError:
+                continue
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    for codec in ("cp932", "euc_jis_2004"):
+        try:
+            decoded = data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        if _JAPANESE.search(decoded):
+            return decoded, codec
+    return data.decode("cp1252", errors="replace").replace("\ufffd", "?"), "latin-1"
+
+
+def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
+    """Decode body bytes; return (text, defect or None). Never raises."""
+    codec = _codec_for(charset)
+    if codec is not None:
+        try:
+            return data.decode(codec), None
+        except UnicodeDecodeError:
+            pass
+        if codec in _ISO2022_CODECS:
+            for alternative in _ISO2022_CODECS:
+                try:
+                    return data.decode(alternative), None
+                except UnicodeDecodeError:
+                    continue
+    text, used = _detect_and_decode(data)
+    if codec is None and not charset:
+        is_ascii = all(byte < 0x80 for byte in data) and b"\x1b" not in data
+        return text, None if is_ascii else f"undeclared 8-bit text decoded as {used}"
+    if codec is None:
+        return text, f"unknown charset {charset!r}; decoded as {used}"
+    if charset and charset.lower() in ("us-ascii", "ascii") and used == "utf-8":
+        return text, None
+    return text, f"text does not match charset {charset!r}; decoded as {used}"
+
+
+# --------------------------------------------------------------------------
+# Header access that never raises.
+
+
+def _raw_header_values(msg: Message, name: str) -> list[str]:
+    """Raw (undecoded) values of header ``name``, without touching the policy."""
+    try:
+        return [str(v) for k, v in msg.raw_items() if k.lower() == name]
+    except Exception:
+        return []
+
+
+def _decode_raw_header(value: str) -> str:
+    """Decode a raw header value by hand: 8-bit bytes, raw ISO-2022-JP, RFC 2047."""
+    raw = value.encode("utf-8", "surrogateescape")
+    if any(byte >= 0x80 for byte in raw) or b"\x1b" in raw:
+        value, _ = _detect_and_decode(raw)
+    try:
+        parts = email.header.decode_header(value)
+    except Exception:
+        return value
+    pieces = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            pieces.append(chunk)
+        else:
+            pieces.append(decode_bytes(chunk, charset)[0])
+    return "".join(pieces)
+
+
+def _header(msg: Message, name: str, defects: list[str]) -> str | None:
+    """The decoded first value of ``name``; falls back to raw decoding on errors.
+
+    ``policy.default`` can raise on access (bad encoded words, broken address
+    lists) and decodes 8-bit header bytes as UTF-8 with replacement characters;
+    both cases are redone by hand from the raw value.
+    """
+    raws = _raw_header_values(msg, name)
+    if not raws:
+        return None
+    raw = raws[0]
+    needs_manual = "\x1b" in raw or any("\udc80" <= ch <= "\udcff" for ch in raw)
+    if not needs_manual:
+        try:
+            value = msg.get(name)
+            if value is not None:
+                return str(value)
+        except Exception as exc:
+            defects.append(f"header {name}: {type(exc).__name__}; read raw")
+    try:
+        return _decode_raw_header(raw)
+    except Exception:
+        return raw.encode("utf-8", "replace").decode("utf-8", "replace")
+
+
+def _kept_headers(msg: Message, defects: list[str]) -> Mapping[str, str]:
+    """The classification headers, lower-case name → first decoded value."""
+    kept: dict[str, str] = {}
+    try:
+        names = [k.lower() for k, _ in msg.raw_items()]
+    except Exception:
+        names = []
+    for name in names:
+        if name in kept:
+            continue
+        if name in KEPT_HEADERS or name.startswith(KEPT_HEADER_PREFIXES):
+            value = _header(msg, name, defects)
+            if value is not None:
+                kept[name] = clean_subject(value)
+    return MappingProxyType(kept)
+
+
+def _parse_date(value: str | None, defects: list[str]) -> datetime | None:
+    """An aware datetime; a zone-less date (``-0000``) is taken as UTC."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except Exception:
+        parsed = None
+    if parsed is None:
+        defects.append(f"invalid Date header {value[:60]!r}")
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+# --------------------------------------------------------------------------
+# Bodies and attachments.
+
+
+def _safe(call, default):
+    """Run ``call()`` and return ``default`` on any exception (mail is hostile)."""
+    try:
+        return call()
+    except Exception:
+        return default
+
+
+def _content_type(part: Message) -> str:
+    return _safe(part.get_content_type, "application/octet-stream").lower()
+
+
+def _is_attachment(part: Message) -> bool:
+    disposition = _safe(part.get_content_disposition, None)
+    if disposition == "attachment":
+        return True
+    return bool(_safe(part.get_filename, None)) and disposition != "inline"
+
+
+def _leaf_parts(part: Message) -> Iterator[Message]:
+    """Leaves of the MIME tree in order; message/* parts are leaves (not opened)."""
+    if _safe(part.is_multipart, False) and not _content_type(part).startswith("message/"):
+        for child in _safe(part.get_payload, []) or []:
+            if isinstance(child, Message):
+                yield from _leaf_parts(child)
+    else:
+        yield part
+
+
+def _all_part_types(part: Message) -> Iterator[str]:
+    """Content types of every part, including inside message/* parts."""
+    yield _content_type(part)
+    if _safe(part.is_multipart, False):
+        for child in _safe(part.get_payload, []) or []:
+            if isinstance(child, Message):
+                yield from _all_part_types(child)
+
+
+def _part_bytes(part: Message) -> bytes:
+    """Decoded (base64/QP) payload bytes of a leaf; message/* parts re-serialised."""
+    if _content_type(part).startswith("message/") and _safe(part.is_multipart, False):
+        return _safe(lambda: part.as_bytes(policy=policy.compat32), b"")
+    data = _safe(lambda: part.get_payload(decode=True), None)
+    if data is None:
+        payload = _safe(part.get_payload, "")
+        if isinstance(payload, str):
+            return payload.encode("utf-8", "surrogateescape")
+        return b""
+    return data
+
+
+def _part_text(part: Message, defects: list[str]) -> str:
+    charset = _safe(part.get_content_charset, None)
+    text, defect = decode_bytes(_part_bytes(part), charset)
+    if defect:
+        defects.append(defect)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text from HTML (html2text), tags stripped if that fails."""
+    try:
+        import html2text
+
+        converter = html2text.HTML2Text()
+        converter.body_width = 0
+        converter.ignore_images = True
+        converter.ignore_emphasis = True
+        converter.ignore_tables = True
+        converter.unicode_snob = True
+        return converter.handle(html).strip("\n")
+    except Exception:
+        return re.sub(r"<[^>]*>", " ", html)
+
+
+def _attachment(part: Message, limit: int | None) -> Attachment:
+    data = _part_bytes(part)
+    filename = _safe(part.get_filename, None)
+    if isinstance(filename, str):
+        filename = clean_subject(filename) or None
+    too_big = limit is not None and len(data) > limit
+    return Attachment(
+        filename=filename,
+        content_type=_content_type(part),
+        size=len(data),
+        data=b"" if too_big else data,
+        truncated=too_big,
+    )
+
+
+@dataclass
+class _Body:
+    text: str = ""
+    html: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+def _extract_body(msg: Message, limit: int | None, defects: list[str]) -> _Body:
+    """First text/plain and first text/html body parts; everything else attached."""
+    body = _Body()
+    plain: str | None = None
+    for part in _leaf_parts(msg):
+        ctype = _content_type(part)
+        if not _is_attachment(part) and ctype == "text/plain" and plain is None:
+            plain = _part_text(part, defects)
+        elif not _is_attachment(part) and ctype == "text/html" and body.html is None:
+            body.html = _part_text(part, defects)
+        elif ctype.startswith("multipart/"):
+            continue
+        else:
+            body.attachments.append(_attachment(part, limit))
+    if plain is not None and plain.strip():
+        body.text = plain
+    elif body.html is not None:
+        body.text = html_to_text(body.html)
+    else:
+        body.text = plain or _fallback_text(msg, defects)
+    return body
+
+
+def _fallback_text(msg: Message, defects: list[str]) -> str:
+    """Text for a message without a body part: broken multipart or text only in attachments.
+
+    A multipart whose boundary is missing keeps its whole body as a string;
+    reports and forwards may carry their only text as a named or embedded part.
+    Showing that text beats showing nothing to the staff who must read it.
+    """
+    for part in _safe(lambda: list(msg.walk()), []):
+        ctype = _content_type(part)
+        payload = _safe(part.get_payload, None)
+        if ctype.startswith("multipart/") and isinstance(payload, str) and payload.strip():
+            defects.append("multipart body without usable boundaries; shown as text")
+            return _part_text(part, defects)
+        if ctype.startswith("text/") and not _safe(part.is_multipart, False):
+            text = _part_text(part, defects)
+            if text.strip():
+                return html_to_text(text) if ctype == "text/html" else text
+    return ""
+
+
+# --------------------------------------------------------------------------
+# The entry point.
+
+
+def _parse_tree(raw: bytes, defects: list[str], headers_only: bool) -> Message:
+    """Parse with policy.default; fall back to compat32, then to an empty message."""
+    parser_cls = BytesHeaderParser if headers_only else BytesParser
+    for chosen in (policy.default, policy.compat32):
+        try:
+            return parser_cls(policy=chosen).parsebytes(raw)
+        except Exception as exc:
+            defects.append(f"parser ({chosen.__class__.__name__}) failed: {exc!r:.80}")
+    return Message()
+
+
+def _tree_defects(msg: Message) -> list[str]:
+    found: list[str] = []
+    stack = [msg]
+    while stack:
+        part = stack.pop()
+        for defect in getattr(part, "defects", []) or []:
+            found.append(f"MIME: {type(defect).__name__}")
+        if _safe(part.is_multipart, False):
+            stack.extend(p for p in (_safe(part.get_payload, []) or []) if isinstance(p, Message))
+    return found
+
+
+def _display_name_only(value: str) -> str:
+    """The name in "MAILER-DAEMON <>" (From without address), kept for classification."""
+    return value.split("<", 1)[0].strip().strip('"').strip()
+
+
+def _addresses_of(msg: Message, name: str, defects: list[str]) -> tuple[str, ...]:
+    return tuple(addr for _, addr in _addresses(_header(msg, name, defects)))
+
+
+def _build(raw: bytes, max_bytes: int | None, attachment_limit: int | None) -> InboundMessage:
+    defects: list[str] = []
+    over_limit = max_bytes is not None and len(raw) > max_bytes
+    if over_limit:
+        defects.append(
+            f"message is {len(raw)} bytes, over the {max_bytes}-byte limit; body not read"
+        )
+    msg = _parse_tree(raw, defects, headers_only=over_limit)
+    defects.extend(_tree_defects(msg))
+    body = _Body() if over_limit else _extract_body(msg, attachment_limit, defects)
+    raw_from = _header(msg, "from", defects) or ""
+    sender = _addresses(raw_from)
+    from_name, from_addr = sender[0] if sender else (_display_name_only(raw_from), None)
+    if not sender:
+        defects.append("no usable From address")
+    return InboundMessage(
+        message_id=normalise_message_id(_header(msg, "message-id", defects)),
+        from_addr=from_addr,
+        from_name=clean_subject(from_name),
+        reply_to=bare_address(_header(msg, "reply-to", defects)),
+        to=_addresses_of(msg, "to", defects),
+        cc=_addresses_of(msg, "cc", defects),
+        subject=clean_subject(_header(msg, "subject", defects) or ""),
+        date=_parse_date(_header(msg, "date", defects), defects),
+        in_reply_to=_message_id_list(_header(msg, "in-reply-to", defects)),
+        references=_message_id_list(_header(msg, "references", defects)),
+        text=body.text,
+        html=body.html,
+        attachments=tuple(body.attachments),
+        headers=_kept_headers(msg, defects),
+        part_types=tuple(_all_part_types(msg)) if not over_limit else (),
+        defects=tuple(dict.fromkeys(defects)),
+        size=len(raw),
+        raw=raw,
+    )
+
+
+def parse_message(
+    raw: bytes,
+    *,
+    max_bytes: int | None = None,
+    max_attachment_bytes: int | None = None,
+) -> InboundMessage:
+    """Parse ``raw`` into an :class:`InboundMessage`; never raises.
+
+    Over ``max_bytes`` only the header block is read (enough to record, link
+    and answer the message) and a defect says why. Attachments larger than
+    ``max_attachment_bytes`` (default: ``max_bytes``) keep their size and name
+    but not their data. Any unexpected failure yields an otherwise empty
+    message whose ``defects`` name the failure.
+    """
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raw = str(raw).encode("utf-8", "surrogateescape")
+    raw = bytes(raw)
+    limit = max_attachment_bytes if max_attachment_bytes is not None else max_bytes
+    try:
+        return _build(raw, max_bytes, limit)
+    except Exception as exc:  # the promise: never raise on input
+        return InboundMessage(
+            defects=(f"unparseable message: {exc!r:.200}",), size=len(raw), raw=raw
+        )
+
+
+# --------------------------------------------------------------------------
+# Bounces: which of our messages came back?
+
+_QUOTED_MESSAGE_ID = re.compile(
+    r"^[\s>|]*(?:original-)?message-id:\s*(?:\n[ \t]+)?(<[^<>\s]+>|\S+@\S+)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _ids_in_headers_text(text: str) -> list[str]:
+    try:
+        parsed = HeaderParser(policy=policy.compat32).parsestr(text, headersonly=True)
+        value = parsed.get("Message-ID")
+    except Exception:
+        value = None
+    normal = normalise_message_id(value) if value else None
+    return [normal] if normal else []
+
+
+def _bounced_ids_in_tree(msg: Message) -> Iterator[str]:
+    """Message-IDs of attached originals (message/rfc822, text/rfc822-headers)."""
+    for part in _safe(lambda: list(msg.walk()), []):
+        if part is msg:
+            continue
+        ctype = _content_type(part)
+        if ctype in ("message/rfc822", "message/global") and _safe(part.is_multipart, False):
+            inner = (_safe(part.get_payload, []) or [None])[0]
+            if isinstance(inner, Message):
+                normal = normalise_message_id(_safe(lambda i=inner: i.get("Message-ID"), None))
+                if normal:
+                    yield normal
+        elif ctype in (
+            "text/rfc822-headers",
+            "message/rfc822-headers",
+            "message/global-headers",
+        ) or (ctype.startswith("message/") and not _safe(part.is_multipart, False)):
+            yield from _ids_in_headers_text(_part_text(part, []))
+
+
+def _bounced_ids_in_text(msg: Message) -> Iterator[str]:
+    """Message-IDs of the original quoted as text in a non-standard bounce body."""
+    for part in _leaf_parts(msg):
+        if _content_type(part).startswith("text/"):
+            for match in _QUOTED_MESSAGE_ID.finditer(_part_text(part, [])):
+                normal = normalise_message_id(match.group(1))
+                if normal:
+                    yield normal
+
+
+def extract_bounced_message_ids(msg: InboundMessage | bytes) -> tuple[str, ...]:
+    """Message-IDs of the original message(s) a bounce (DSN) refers to.
+
+    Looks in attached originals (``message/rfc822``, ``text/rfc822-headers``)
+    first, then in original headers quoted in the text. The bounce's own
+    Message-ID is never returned. Never raises.
+    """
+    raw = msg.raw if isinstance(msg, InboundMessage) else bytes(msg)
+    try:
+        tree = BytesParser(policy=policy.compat32).parsebytes(raw)
+        own = normalise_message_id(_safe(lambda: tree.get("Message-ID"), None))
+        found = list(_bounced_ids_in_tree(tree)) + list(_bounced_ids_in_text(tree))
+    except Exception:
+        return ()
+    return tuple(i for i in dict.fromkeys(found) if i != own)
