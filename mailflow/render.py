@@ -66,7 +66,8 @@ from mailflow.errors import ConfigError
 LANGUAGES = ("en", "ja")
 DEFAULT_LANGUAGE = "en"
 
-_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# Line breaks and other control characters; a full-width space (U+3000) is text.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029 ]+")
 _BLANK_RUN = re.compile(r"\n{3,}")
 
 
@@ -228,6 +229,8 @@ class Renderer:
         return self._envs[key]
 
     def _make_env(self, lang: str, *, html: bool) -> Environment:
+        """Top-level templates load by ``@<folder index>/<lang>/<name>`` (pinned to the
+        folder `_locate` chose); bare partial names go through the language fallback."""
         by_folder = {f"@{i}": FileSystemLoader(folder) for i, folder in enumerate(self.folders)}
         anywhere = ChoiceLoader(list(by_folder.values()))
         env = Environment(

@@ -238,6 +238,11 @@ def test_hostile_subject_cannot_inject_a_header(renderer):
     assert subject == "[REQ-12] Received: <script>alert(1)</script> Bcc: victim@example.net"
 
 
+def test_subject_keeps_japanese_full_width_space(renderer):
+    ctx = context_for("client/ack", request={**REQUEST, "subject": "バナー\u3000差し替え"})
+    assert renderer.render("client/ack", "ja", ctx).subject.endswith("バナー\u3000差し替え")
+
+
 def test_text_part_is_not_escaped(renderer):
     ctx = context_for("staff/new_request", text="if a < b && c > d")
     assert "if a < b && c > d" in renderer.render("staff/new_request", "en", ctx).text
