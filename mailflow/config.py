@@ -182,7 +182,7 @@ class Settings(_Section):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a tz folder
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
@@ -206,9 +206,14 @@ class Settings(_Section):
 def _describe(error: dict) -> str:
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
-        return f"{location}: unknown key"
+        return _one_line(f"{location}: unknown key")
     message = error["msg"].removeprefix("Value error, ")
-    return f"{location}: {message}"
+    return _one_line(f"{location}: {message}")
+
+
+def _one_line(text: str) -> str:
+    """A key or value may hold line breaks; the error must stay on one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def settings_from_mapping(data: dict | None, *, source: str = "config") -> Settings:
@@ -235,6 +240,8 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: cannot read config (not UTF-8 at byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
