@@ -1,0 +1,226 @@
+"""Database tables (SQLModel), one class per concept.
+
+Datetimes are stored as UTC and always come back aware (`UTCDateTime`), so
+SQLite and PostgreSQL behave alike.  The ledger (`Entry`) is append-only;
+balances are derived from it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from mailflow.core.ledger import EntryKind, LotKind
+from mailflow.core.states import Status
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out; stored without zone as UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; pass an aware one")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _dt(*, nullable: bool = False, index: bool = False):
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+class QuoteStatus(StrEnum):
+    OPEN = "open"
+    VOID = "void"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+
+
+class InboundStatus(StrEnum):
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    HELD = "held"
+    FAILED = "failed"
+
+
+class Client(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column_kwargs={"unique": True}, max_length=200)
+    lang: str = Field(default="en", max_length=5)
+    plan_credits: int | None = None
+    active: bool = True
+    created_at: datetime = _dt()
+
+
+class Contact(SQLModel, table=True):
+    """A client's e-mail address; unique across clients, stored lower-case."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="client.id", index=True)
+    email: str = Field(sa_column_kwargs={"unique": True}, max_length=320)
+
+
+class Lot(SQLModel, table=True):
+    __table_args__ = (sa.UniqueConstraint("client_id", "period", name="uq_lot_client_period"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="client.id", index=True)
+    kind: LotKind = Field(sa_type=sa.String(10))
+    credits: int
+    granted_at: datetime = _dt()
+    expires_at: datetime | None = _dt(nullable=True, index=True)
+    price_yen: int | None = None
+    period: str | None = Field(default=None, max_length=20)  # "2026-11" for plan allotments
+    note: str | None = None
+    actor: str = Field(default="staff", max_length=320)
+
+
+class Entry(SQLModel, table=True):
+    """One line of the append-only ledger."""
+
+    __table_args__ = (sa.Index("ix_entry_client_lot", "client_id", "lot_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="client.id")
+    lot_id: int = Field(foreign_key="lot.id")
+    delta: int
+    kind: EntryKind = Field(sa_type=sa.String(12))
+    request_id: int | None = Field(default=None, foreign_key="request.id", index=True)
+    actor: str = Field(default="staff", max_length=320)
+    at: datetime = _dt()
+    note: str | None = None
+
+
+class Request(SQLModel, table=True):
+    __table_args__ = (sa.Index("ix_request_client_status", "client_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="client.id")
+    requester: str = Field(max_length=320)
+    subject: str
+    text: str = ""
+    status: Status = Field(default=Status.RECEIVED, sa_type=sa.String(12), index=True)
+    credits: int | None = None
+    due: date | None = None
+    current_quote_id: int | None = None
+    created_at: datetime = _dt()
+    updated_at: datetime = _dt()
+
+
+class Quote(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="request.id", index=True)
+    credits: int
+    due: date
+    note: str | None = None
+    token: str = Field(sa_column_kwargs={"unique": True}, max_length=64)
+    status: QuoteStatus = Field(default=QuoteStatus.OPEN, sa_type=sa.String(10))
+    valid_until: datetime = _dt()
+    message_id: str | None = Field(default=None, max_length=255, index=True)
+    created_at: datetime = _dt()
+    actor: str = Field(default="staff", max_length=320)
+
+
+class Inbound(SQLModel, table=True):
+    """Every message that reached us, with what was made of it: the processed-marker."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("mailbox", "uidvalidity", "uid", name="uq_inbound_uid"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str | None = Field(default=None, max_length=255,
+                                   sa_column_kwargs={"unique": True})
+    mailbox: str | None = Field(default=None, max_length=200)
+    uidvalidity: int | None = Field(default=None, sa_type=sa.BigInteger)
+    uid: int | None = Field(default=None, sa_type=sa.BigInteger)
+    from_addr: str | None = Field(default=None, max_length=320, index=True)
+    subject: str = ""
+    text: str = ""
+    status: InboundStatus = Field(default=InboundStatus.PROCESSED, sa_type=sa.String(10))
+    classification: str = Field(default="", max_length=40)
+    reason: str | None = None
+    request_id: int | None = Field(default=None, foreign_key="request.id", index=True)
+    raw: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    received_at: datetime = _dt()
+
+
+class Attachment(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    inbound_id: int = Field(foreign_key="inbound.id", index=True)
+    filename: str | None = None
+    content_type: str = "application/octet-stream"
+    size: int = 0
+    data: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+
+
+class Outbox(SQLModel, table=True):
+    """An outgoing message, written in the transaction of the change that caused it."""
+
+    __table_args__ = (sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=255, sa_column_kwargs={"unique": True})
+    template: str = Field(max_length=60)
+    request_id: int | None = Field(default=None, foreign_key="request.id", index=True)
+    client_id: int | None = Field(default=None, foreign_key="client.id")
+    to_addrs: str = Field(max_length=2000)  # comma-separated
+    subject: str
+    body_text: str
+    body_html: str | None = None
+    in_reply_to: str | None = Field(default=None, max_length=255)
+    references: str | None = None
+    reply_to: str | None = Field(default=None, max_length=320)
+    auto: bool = False
+    status: OutboxStatus = Field(default=OutboxStatus.PENDING, sa_type=sa.String(10))
+    attempts: int = 0
+    next_attempt_at: datetime | None = _dt(nullable=True)
+    last_error: str | None = None
+    created_at: datetime = _dt()
+    sent_at: datetime | None = _dt(nullable=True)
+
+    @property
+    def recipients(self) -> list[str]:
+        return [addr for addr in self.to_addrs.split(",") if addr]
+
+
+class MailboxState(SQLModel, table=True):
+    """Where the poller stands in one IMAP folder."""
+
+    __tablename__ = "mailbox_state"
+
+    mailbox: str = Field(primary_key=True, max_length=200)
+    uidvalidity: int = Field(sa_type=sa.BigInteger)
+    last_uid: int = Field(default=0, sa_type=sa.BigInteger)
+    updated_at: datetime = _dt()
+
+
+class JobRun(SQLModel, table=True):
+    """A scheduled job done for one period; the unique key makes it happen once."""
+
+    __tablename__ = "job_run"
+    __table_args__ = (sa.UniqueConstraint("job", "period", name="uq_jobrun_job_period"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job: str = Field(max_length=40)
+    period: str = Field(max_length=40)
+    ran_at: datetime = _dt()

@@ -1,0 +1,78 @@
+"""Clients and their contact addresses."""
+
+from __future__ import annotations
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from mailflow.desk import Desk
+from mailflow.errors import Conflict, MailflowError, NotFound
+from mailflow.models import Client, Contact
+
+
+def normalise_email(address: str) -> str:
+    address = address.strip().lower()
+    local, at, domain = address.partition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in address):
+        raise MailflowError(f"{address!r} is not an e-mail address")
+    return address
+
+
+def add_client(session: Session, desk: Desk, *, name: str, emails: list[str],
+               plan: int | None = None, lang: str = "en") -> Client:
+    name = name.strip()
+    if not name:
+        raise MailflowError("a client needs a name")
+    if not emails:
+        raise MailflowError("a client needs at least one --email")
+    if plan is not None and plan < 0:
+        raise MailflowError("--plan must be zero or more credits a month")
+    if lang not in ("en", "ja"):
+        raise MailflowError(f"language {lang!r} is not supported (use en or ja)")
+    if session.exec(select(Client).where(func.lower(Client.name) == name.lower())).first():
+        raise Conflict(f"client {name!r} already exists")
+    addresses = list(dict.fromkeys(normalise_email(e) for e in emails))
+    taken = session.exec(select(Contact).where(Contact.email.in_(addresses))).first()
+    if taken:
+        raise Conflict(f"address {taken.email} already belongs to another client")
+    if name.isdigit():
+        raise MailflowError("a client name cannot be a number (numbers mean client ids)")
+    client = Client(name=name, lang=lang, plan_credits=plan or None, created_at=desk.now())
+    session.add(client)
+    session.flush()
+    for address in addresses:
+        session.add(Contact(client_id=client.id, email=address))
+    session.flush()
+    return client
+
+
+def find_client(session: Session, ref: str) -> Client:
+    """A client by id, by any of its addresses, or by name (case-insensitive)."""
+    ref = ref.strip()
+    client = None
+    if ref.isdigit():
+        client = session.get(Client, int(ref))
+    elif "@" in ref:
+        contact = session.exec(select(Contact).where(Contact.email == ref.lower())).first()
+        client = session.get(Client, contact.client_id) if contact else None
+    else:
+        client = session.exec(select(Client).where(func.lower(Client.name) == ref.lower())).first()
+    if client is None:
+        raise NotFound(f"client {ref!r} not found")
+    return client
+
+
+def client_by_address(session: Session, address: str | None) -> Client | None:
+    if not address:
+        return None
+    contact = session.exec(select(Contact).where(Contact.email == address.lower())).first()
+    return session.get(Client, contact.client_id) if contact else None
+
+
+def client_emails(session: Session, client_id: int) -> list[str]:
+    return list(session.exec(select(Contact.email).where(Contact.client_id == client_id)
+                             .order_by(Contact.id)))
+
+
+def list_clients(session: Session) -> list[Client]:
+    return list(session.exec(select(Client).order_by(Client.id)))

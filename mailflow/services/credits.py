@@ -1,0 +1,168 @@
+"""The credit ledger on the database: lots, entries, balances.
+
+The arithmetic lives in `mailflow.core.ledger`; this module reads lots with
+their remainders, asks the core what to write, and appends entries.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from mailflow.core.ledger import (
+    BalanceSummary,
+    Draw,
+    EntryKind,
+    LotBalance,
+    LotKind,
+    allocate_debit,
+    expired_remainders,
+    expiry_for,
+    refund_draws,
+    start_of_day,
+    summarise,
+)
+from mailflow.desk import Desk
+from mailflow.errors import InsufficientCredits, MailflowError
+from mailflow.models import Client, Entry, Lot
+
+
+def lock_client(session: Session, client_id: int) -> Client:
+    """Serialise balance changes of one client (row lock on PostgreSQL; SQLite's
+    BEGIN IMMEDIATE already admits one writer)."""
+    return session.exec(select(Client).where(Client.id == client_id).with_for_update()).one()
+
+
+def lot_balances(session: Session, client_id: int) -> list[LotBalance]:
+    remaining = (select(Entry.lot_id, func.coalesce(func.sum(Entry.delta), 0).label("left"))
+                 .where(Entry.client_id == client_id).group_by(Entry.lot_id).subquery())
+    rows = session.exec(
+        select(Lot.id, Lot.granted_at, Lot.expires_at, func.coalesce(remaining.c.left, 0))
+        .outerjoin(remaining, remaining.c.lot_id == Lot.id)
+        .where(Lot.client_id == client_id).order_by(Lot.id))
+    return [LotBalance(lot_id, granted, expires, int(left))
+            for lot_id, granted, expires, left in rows]
+
+
+def balance(session: Session, desk: Desk, client_id: int) -> BalanceSummary:
+    return summarise(lot_balances(session, client_id), desk.now())
+
+
+def _granted_at(desk: Desk, on: date | None) -> tuple[datetime, date]:
+    if on is None:
+        return desk.now(), desk.today()
+    return start_of_day(on, desk.tz), on
+
+
+def add_lot(session: Session, desk: Desk, *, client: Client, kind: LotKind, credits: int,
+            on: date | None = None, expires_days: int | None = None,
+            never_expires: bool = False, note: str | None = None, actor: str = "staff",
+            period: str | None = None) -> Lot:
+    """A new lot and its opening entry.  Plan and grant lots expire
+    `credits.expiry_days` after the grant day unless told otherwise; purchases never."""
+    if credits <= 0:
+        raise MailflowError("credits must be a positive whole number")
+    if expires_days is not None and expires_days <= 0:
+        raise MailflowError("--expires-days must be a positive number of days")
+    granted_at, granted_on = _granted_at(desk, on)
+    if kind is LotKind.PURCHASE or never_expires:
+        expires_at = None
+    else:
+        expires_at = expiry_for(granted_on, expires_days or desk.settings.credits.expiry_days,
+                                desk.tz)
+    price = credits * desk.settings.credits.price_yen if kind is LotKind.PURCHASE else None
+    lock_client(session, client.id)
+    lot = Lot(client_id=client.id, kind=kind, credits=credits, granted_at=granted_at,
+              expires_at=expires_at, price_yen=price, period=period, note=note, actor=actor)
+    session.add(lot)
+    session.flush()
+    entry_kind = EntryKind.PURCHASE if kind is LotKind.PURCHASE else EntryKind.GRANT
+    session.add(Entry(client_id=client.id, lot_id=lot.id, delta=credits, kind=entry_kind,
+                      actor=actor, at=granted_at, note=note or f"{kind.value} lot"))
+    session.flush()
+    sweep_expired(session, desk, client.id)
+    return lot
+
+
+def debit(session: Session, desk: Desk, *, client_id: int, credits: int, request_id: int,
+          actor: str, note: str | None = None) -> tuple[Draw, ...]:
+    """Take `credits` for a request, soonest-expiring lots first — all or nothing."""
+    lock_client(session, client_id)
+    sweep_expired(session, desk, client_id)
+    now = desk.now()
+    allocation = allocate_debit(lot_balances(session, client_id), credits, now)
+    if not allocation.ok:
+        have = credits - allocation.shortfall
+        raise InsufficientCredits(
+            f"client has {have} credit{'s' * (have != 1)}, quote needs {credits}"
+            f" (short by {allocation.shortfall}:"
+            f" {allocation.shortfall * desk.settings.credits.price_yen:,} yen)",
+            available=have, needed=credits)
+    for draw in allocation.draws:
+        session.add(Entry(client_id=client_id, lot_id=draw.lot_id, delta=-draw.credits,
+                          kind=EntryKind.DEBIT, request_id=request_id, actor=actor, at=now,
+                          note=note))
+    session.flush()
+    return allocation.draws
+
+
+def refund(session: Session, desk: Desk, *, client_id: int, request_id: int, actor: str,
+           note: str | None = None) -> int:
+    """Give a request's debits back to the lots they came from; returns the credits."""
+    lock_client(session, client_id)
+    entries = session.exec(select(Entry).where(Entry.request_id == request_id,
+                                               Entry.kind.in_([EntryKind.DEBIT,
+                                                               EntryKind.REFUND]))).all()
+    debits = [Draw(e.lot_id, -e.delta) for e in entries if e.kind == EntryKind.DEBIT]
+    earlier = [Draw(e.lot_id, e.delta) for e in entries if e.kind == EntryKind.REFUND]
+    now = desk.now()
+    draws = refund_draws(debits, earlier)
+    for draw in draws:
+        session.add(Entry(client_id=client_id, lot_id=draw.lot_id, delta=draw.credits,
+                          kind=EntryKind.REFUND, request_id=request_id, actor=actor, at=now,
+                          note=note))
+    session.flush()
+    # A refund onto a lot that has expired meanwhile is written off at once.
+    sweep_expired(session, desk, client_id)
+    return sum(draw.credits for draw in draws)
+
+
+def sweep_expired(session: Session, desk: Desk, client_id: int | None = None) -> int:
+    """Write `expiry` entries for the remainders of expired lots; returns credits written off.
+
+    Idempotent: a swept lot has nothing left, so a second sweep writes nothing."""
+    now = desk.now()
+    clients = [client_id] if client_id is not None else list(session.exec(
+        select(Lot.client_id).where(Lot.expires_at <= now).distinct()))
+    total = 0
+    for cid in clients:
+        lots = [lot for lot in lot_balances(session, cid)]
+        expires = {lot.lot_id: lot.expires_at for lot in lots}
+        for draw in expired_remainders(lots, now):
+            session.add(Entry(client_id=cid, lot_id=draw.lot_id, delta=-draw.credits,
+                              kind=EntryKind.EXPIRY, actor="system", at=expires[draw.lot_id],
+                              note="expired"))
+            total += draw.credits
+    session.flush()
+    return total
+
+
+def lots_with_remaining(session: Session, client_id: int) -> list[tuple[Lot, int]]:
+    remaining = {lot.lot_id: lot.remaining for lot in lot_balances(session, client_id)}
+    lots = session.exec(select(Lot).where(Lot.client_id == client_id).order_by(Lot.id)).all()
+    return [(lot, remaining.get(lot.id, 0)) for lot in lots]
+
+
+def recent_entries(session: Session, client_id: int, limit: int = 20) -> list[Entry]:
+    return list(session.exec(select(Entry).where(Entry.client_id == client_id)
+                             .order_by(Entry.at.desc(), Entry.id.desc()).limit(limit)))
+
+
+def next_allotment(desk: Desk, client: Client) -> date | None:
+    """The first day of next month, when a plan client gets credits again."""
+    if not client.plan_credits:
+        return None
+    today = desk.today()
+    return (today.replace(day=1) + timedelta(days=32)).replace(day=1)

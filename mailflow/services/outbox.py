@@ -1,0 +1,135 @@
+"""Writing outgoing mail: render a template into an outbox row.
+
+The row is written in the transaction of the change that caused it, with its
+Message-ID fixed up front, so a crash never sends without a record and never
+records without sending (DESIGN §4).  Sending happens after commit, elsewhere.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import Session, select
+
+from mailflow.desk import Desk
+from mailflow.models import Client, Inbound, Outbox, OutboxStatus, Quote, Request
+from mailflow.services import credits as ledger
+
+
+def new_message_id(desk: Desk) -> str:
+    domain = desk.settings.mailbox.address.rpartition("@")[2] or "mailflow.invalid"
+    return f"mailflow.{uuid.uuid4().hex}@{domain}"
+
+
+def balance_context(session: Session, desk: Desk, client_id: int) -> dict[str, Any]:
+    summary = ledger.balance(session, desk, client_id)
+    now = desk.now()
+    lots = [{"kind": lot.kind.value if hasattr(lot.kind, "value") else lot.kind,
+             "remaining": left, "expires_at": lot.expires_at, "credits": lot.credits,
+             "granted_at": lot.granted_at}
+            for lot, left in ledger.lots_with_remaining(session, client_id)
+            if left > 0 and (lot.expires_at is None or lot.expires_at > now)]
+    next_expiry = None
+    if summary.next_expiry_at is not None:
+        next_expiry = {"credits": summary.next_expiry_credits,
+                       "expires_at": summary.next_expiry_at}
+    return {"available": summary.available, "next_expiry": next_expiry,
+            "never_expiring": summary.never_expiring,
+            "price_yen": desk.settings.credits.price_yen, "lots": lots}
+
+
+def request_context(desk: Desk, request: Request) -> dict[str, Any]:
+    return {"number": request.id, "tag": desk.tag(request.id), "subject": request.subject,
+            "status": request.status.value if hasattr(request.status, "value")
+            else request.status,
+            "text": request.text, "requester": request.requester, "due": request.due,
+            "credits": request.credits}
+
+
+def quote_context(desk: Desk, quote: Quote) -> dict[str, Any]:
+    # valid_until is the first moment it is no longer valid; people read the day before.
+    last_valid_day = quote.valid_until.astimezone(desk.tz).date() - timedelta(days=1)
+    return {"credits": quote.credits, "due": quote.due, "note": quote.note,
+            "valid_until": last_valid_day, "token": quote.token}
+
+
+def thread_ids(session: Session, request_id: int) -> list[str]:
+    """Message-IDs of a request's thread, oldest first (for References)."""
+    inbound = session.exec(select(Inbound.message_id, Inbound.received_at)
+                           .where(Inbound.request_id == request_id,
+                                  Inbound.message_id.is_not(None))).all()
+    outbound = session.exec(select(Outbox.message_id, Outbox.created_at)
+                            .where(Outbox.request_id == request_id)).all()
+    ordered = sorted([*inbound, *outbound], key=lambda row: row[1])
+    return [message_id for message_id, _ in ordered]
+
+
+def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[str],
+                  context: Mapping[str, Any], client: Client | None = None,
+                  request: Request | None = None, auto: bool = False,
+                  in_reply_to: str | None = None, lang: str | None = None,
+                  reply_to: str | None = None) -> Outbox:
+    """Render `template` for `to` and write it to the outbox; returns the row.
+
+    The balance footer shows the client's balance as it stands in this
+    transaction, i.e. after the change that caused the message."""
+    session.flush()
+    full: dict[str, Any] = {
+        "client": {"name": client.name, "lang": client.lang} if client else None,
+        "support": {"address": desk.settings.mailbox.address,
+                    "display_name": desk.settings.mailbox.display_name},
+        "balance": balance_context(session, desk, client.id) if client else None,
+        "now": desk.now(),
+        "request": request_context(desk, request) if request else None,
+    }
+    full.update(context)
+    language = lang or (client.lang if client else desk.settings.language)
+    rendered = desk.renderer.render(template, language, full)
+    references: list[str] = []
+    if request is not None and request.id is not None:
+        references = thread_ids(session, request.id)
+    if in_reply_to and in_reply_to not in references:
+        references.append(in_reply_to)
+    parent = in_reply_to or (references[-1] if references else None)
+    row = Outbox(message_id=new_message_id(desk), template=template,
+                 request_id=request.id if request else None,
+                 client_id=client.id if client else None,
+                 to_addrs=",".join(dict.fromkeys(a.lower() for a in to)),
+                 subject=rendered.subject, body_text=rendered.text, body_html=rendered.html,
+                 in_reply_to=parent, references=" ".join(references[-20:]) or None,
+                 reply_to=reply_to, auto=auto, status=OutboxStatus.PENDING,
+                 next_attempt_at=desk.now(), created_at=desk.now())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def notify_staff(session: Session, desk: Desk, *, template: str, context: Mapping[str, Any],
+                 client: Client | None = None, request: Request | None = None) -> Outbox | None:
+    recipients = desk.settings.staff.notify
+    if not recipients:
+        return None
+    return queue_message(session, desk, template=template, to=recipients, context=context,
+                         client=client, request=request, lang=desk.settings.language)
+
+
+def list_outbox(session: Session, *, include_sent: bool = True, limit: int = 200) -> list[Outbox]:
+    query = select(Outbox).order_by(Outbox.id)
+    if not include_sent:
+        query = query.where(Outbox.status.in_([OutboxStatus.PENDING, OutboxStatus.SENDING,
+                                               OutboxStatus.FAILED]))
+    return list(session.exec(query.limit(limit)))
+
+
+def retry_failed(session: Session, desk: Desk) -> int:
+    rows = session.exec(select(Outbox).where(Outbox.status == OutboxStatus.FAILED)).all()
+    for row in rows:
+        row.status = OutboxStatus.PENDING
+        row.attempts = 0
+        row.next_attempt_at = desk.now()
+        session.add(row)
+    session.flush()
+    return len(rows)
