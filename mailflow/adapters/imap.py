@@ -16,7 +16,6 @@ import datetime as dt
 import imaplib
 import logging
 import random
-import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -154,6 +153,7 @@ class Mailbox:
         self.noop_interval = noop_interval
         self._client: imapclient.IMAPClient | None = None
         self._selected: str | None = None
+        self._last_selected: str | None = None  # survives a lost connection
         self._known_folders: set[str] = set()
 
     # -- connection ----------------------------------------------------------------
@@ -195,7 +195,7 @@ class Mailbox:
 
     def reconnect(self) -> FolderState | None:
         """Drop the connection, connect again and re-select the folder that was selected."""
-        folder = self._selected
+        folder = self._last_selected
         self.connect()
         return self.select(folder) if folder else None
 
@@ -280,7 +280,7 @@ class Mailbox:
                 uidnext = self.client.folder_status(folder, [b"UIDNEXT"])[b"UIDNEXT"]
             state = FolderState(name=folder, uidvalidity=int(response[b"UIDVALIDITY"]),
                                 uidnext=int(uidnext), exists=int(response.get(b"EXISTS", 0)))
-        self._selected = folder
+        self._selected = self._last_selected = folder
         return state
 
     def _require_selected(self) -> None:
@@ -387,16 +387,22 @@ class Mailbox:
         new_mail = False
         with self._errors("idle"):
             client.idle()
+        # idle_check() returns [] early when the server closed the socket (it
+        # swallows the EOF); a few early empty returns in a row mean just that.
+        early_empty = 0
         try:
             while not new_mail:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
+                started = time.monotonic()
                 responses = client.idle_check(timeout=remaining)
                 if _says_bye(responses):
                     raise imaplib.IMAP4.abort("server said BYE")
                 new_mail = _has_new_mail(responses)
-                if not responses and self._socket_closed():
+                returned_early = time.monotonic() - started < remaining * 0.9
+                early_empty = early_empty + 1 if not responses and returned_early else 0
+                if early_empty >= 3:
                     raise imaplib.IMAP4.abort("server closed the connection")
         except (IMAPClientError, OSError) as error:
             # The connection is stuck in IDLE or gone: never reuse it.
@@ -406,16 +412,6 @@ class Mailbox:
         with self._errors("idle done"):
             _text, late = client.idle_done()
         return new_mail or _has_new_mail(late)
-
-    def _socket_closed(self) -> bool:
-        """True when the peer has closed the socket (readable with nothing to read)."""
-        try:
-            sock = self.client.socket()
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
 
     def _noop_wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

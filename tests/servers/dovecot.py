@@ -150,6 +150,7 @@ first_valid_gid = {min(gid, 500)}
 mail_uid = {uid}
 mail_gid = {gid}
 mail_location = maildir:{self.mail_dir}/%n
+auth_failure_delay = 0
 mailbox_idle_check_interval = {self.idle_check_seconds} secs
 imap_idle_notify_interval = 1 mins
 shutdown_clients = yes
@@ -237,12 +238,14 @@ service stats {{
             # them (start_new_session).  SIGTERM to the master alone leaves it
             # waiting ~10 s for imap processes with open connections; SIGTERM
             # to the whole group stops everything at once (clients get BYE).
+            # The master sometimes then sleeps a second before exiting, after
+            # its children are gone; a test server need not wait for that.
             self._signal_group(process, signal.SIGTERM)
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
                 self._signal_group(process, signal.SIGKILL)
-                process.wait(timeout=5)
+                process.wait(timeout=10)
         stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
         if process.stderr:
             process.stderr.close()

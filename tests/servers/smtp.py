@@ -25,7 +25,7 @@ PERMANENT = "550 5.1.1 Mailbox unavailable"
 
 @dataclass(frozen=True)
 class Captured:
-    envelope_from: str
+    envelope_from: str  # "" for the null sender <>
     recipients: tuple[str, ...]
     raw: bytes
 
@@ -115,7 +115,7 @@ class CaptureHandler:
             raw = raw.encode("utf-8", "surrogateescape")
         with self._lock:
             self._messages.append(
-                Captured(envelope.mail_from or "", tuple(envelope.rcpt_tos), bytes(raw)))
+                Captured("" if envelope.mail_from == "<>" else envelope.mail_from, tuple(envelope.rcpt_tos), bytes(raw)))
             self._lock.notify_all()
         return "250 Message accepted for delivery"
 
