@@ -60,7 +60,7 @@ _JAPANESE_START = re.compile(
     r"(?=$|[\s、。,.!?！？・:：)）」』]|" + _POLITE_SUFFIX + ")"
 )
 _FIRST_WORD = re.compile(r"^[\W_]*([a-z]+)\b")
-_ENGLISH_WORDS = re.compile(r"\b(approved?|rejected?)\b")
+_ENGLISH_WORDS = re.compile(r"\b(approved?|reject(?:ed)?)\b")
 _SUBJECT_PREFIX = re.compile(
     r"^\s*(?:(?:re|fwd?|fw|aw|wg|sv|vs|tr|rv|antw|odp|返信|転送|回复|答复|转发)"
     r"\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*|\[[^\]]*\]\s*)",

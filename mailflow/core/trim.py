@@ -10,8 +10,9 @@ delimiter, mobile footer, rule, empty). History starts at the first boundary
 line (an attribution such as "On … wrote:", a forward/original-message
 separator, an Outlook/Japanese header block, a "-- " delimiter, a trailing
 mobile footer) that comes after some new text; everything from there is cut.
-A boundary before any new text (bottom-posting: "On … wrote:", quotes, then
-the answer) only removes itself. Finally every ">" line is dropped, wherever
+An attribution before any new text (bottom-posting: "On … wrote:", quotes,
+then the answer) only removes itself; a forward separator or header block
+before any new text means there is no new text at all. Finally every ">" line is dropped, wherever
 it is: interleaved quotes are someone else's words too.
 
 Multilingual patterns cover the forms in the corpus (English, German, French,
@@ -286,6 +287,23 @@ def _next_is_header(kinds: list[Kind], i: int) -> bool:
     return following == [Kind.HEADER]
 
 
+def _starts_with_forward(lines: list[str], kinds: list[Kind]) -> bool:
+    """A message that opens with "-----Original Message-----" or a From:/Sent: block.
+
+    Nothing above the forwarded part means the sender wrote nothing new; the
+    forwarded text (perhaps our own "reply APPROVE or REJECT") must not be
+    read as theirs. The discourse corpus keeps such a forwarded body; we
+    deliberately do not.
+    """
+    first = next((i for i, k in enumerate(kinds) if k != Kind.EMPTY), None)
+    if first is None:
+        return False
+    plain = _plain(lines[first])
+    if any(p.search(plain) for p in _SEPARATOR_PATTERNS):
+        return True
+    return kinds[first] == Kind.HEADER and _header_block_at(lines, kinds, first)
+
+
 def _strip_footer(lines: list[str], kinds: list[Kind]) -> list[str]:
     """Drop quotes everywhere, and trailing empty lines, rules and footers."""
     kept = [(line, kind) for line, kind in zip(lines, kinds, strict=True) if kind != Kind.QUOTE]
@@ -309,6 +327,8 @@ def trim_reply(text: str) -> str:
     lines = _normalise(text)
     kinds = [_classify(line) for line in lines]
     _join_wrapped_attributions(lines, kinds)
+    if _starts_with_forward(lines, kinds):
+        return ""
     lines, kinds = _drop_leading_history(lines, kinds)
     cut = _history_start(lines, kinds)
     return "\n".join(_strip_footer(lines[:cut], kinds[:cut])).strip()
