@@ -226,7 +226,9 @@ def main() -> int:
     for failure in failures:
         console.print(f"  parse failure: {failure}")
 
-    table = Table(title="Automatic mail (sisimai; control = human mail in not/, must not be automatic)")
+    table = Table(
+        title="Automatic mail (sisimai; control = human mail in not/, must not be automatic)"
+    )
     for column in ("category", "detected", "misses"):
         table.add_column(column)
     for category, (ok, count, bad) in sorted(detection(root).items()):
@@ -243,6 +245,11 @@ def main() -> int:
         table.add_row(folder, _percent(ok, count), ", ".join(bad))
     table.add_row("overall", _percent(all_ok, all_total), "")
     console.print(table)
+    console.print(
+        "Compared line by line after normalising line endings, stripping each line and "
+        "dropping blank lines; talon HTML replies ignoring all whitespace. github/zapier/"
+        "alfonsrv expectations are another library's output (a reference, not truth)."
+    )
     return 0
 
 

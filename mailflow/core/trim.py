@@ -126,7 +126,7 @@ _MOBILE_PATTERNS = [
 
 _SIGNOFF = re.compile(r"^\s*[-~]\s?[A-Z][\w.'-]*(?:\s[\w.'-]+){0,2}\s*$")
 _LIST_FOOTER_RULE = re.compile(r"^\s*_{10,}\s*$")
-_RULE = re.compile(r"^\s*[-_=+~#*,.ᐧ—–]{2,}\s*$|^\s*[ᐧ]\s*$")
+_RULE = re.compile(r"^\s*(?:[-_=+~#*,.ᐧ—–]\s*){2,}$|^\s*[ᐧ]\s*$")
 _SIG_DELIMITER = re.compile(r"^-- ?$|^--\s*$")
 _QUOTE = re.compile(r"^\s*(?:>|&gt;)")
 _MARKDOWN_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")

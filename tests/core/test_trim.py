@@ -23,7 +23,8 @@ CASES = [
     ),
     (
         "original-message",
-        "Rejected, sorry.\n\n-----Original Message-----\nFrom: Support\nSent: Monday\n\n" + OUR_QUOTE,
+        "Rejected, sorry.\n\n-----Original Message-----\nFrom: Support\nSent: Monday\n\n"
+        + OUR_QUOTE,
         "Rejected, sorry.",
     ),
     (
@@ -40,7 +41,8 @@ CASES = [
     ),
     (
         "japanese-wrote",
-        "却下でお願いします\n\n2025年3月3日(月) 10:00 サポート <support@example.com>:\n> " + OUR_QUOTE,
+        "却下でお願いします\n\n2025年3月3日(月) 10:00 サポート <support@example.com>:\n> "
+        + OUR_QUOTE,
         "却下でお願いします",
     ),
     (

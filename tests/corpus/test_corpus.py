@@ -31,9 +31,9 @@ TRIM_THRESHOLDS = {
     "zapier-email-reply-parser": 0.85,  # measured 22/24 = 0.917
     "alfonsrv-mail-parser-reply": 0.45,  # measured 24/47 = 0.511 (reference keeps signatures)
     "mailgun-talon": 0.75,  # measured 10/12 = 0.833 (talon keeps "Sent from my iPhone")
-    "mailgun-talon/html": 0.70,  # measured 7/9 = 0.778
+    "mailgun-talon/html": 0.95,  # measured 9/9
 }
-OVERALL_THRESHOLD = 0.76  # measured 141/178 = 0.792
+OVERALL_THRESHOLD = 0.78  # measured 143/178 = 0.803
 #: Share of full messages whose text is non-empty; the rest have no text part
 #: at all (attachment-only, header-only, empty parts), listed on failure.
 TEXT_THRESHOLD = 0.96
