@@ -190,6 +190,7 @@ class Mailbox:
                     client.shutdown()
                 raise
         self._client = client
+        self._known_folders.clear()
         log.info("connected to IMAP %s as %s", where, self.settings.username)
         return self
 
