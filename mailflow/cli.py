@@ -473,6 +473,75 @@ def outbox(app: App, retry: bool, show_all: bool, as_json: bool) -> None:
            for r in rows])
 
 
+# --- mail ---------------------------------------------------------------------
+
+@cli.command()
+@click.option("--once", is_flag=True, required=True,
+              help="Process all mail waiting now, send the outbox, exit.")
+@click.option("--since", type=DATE, help="With --no-answers: import mail since this date.")
+@click.option("--no-answers", is_flag=True,
+              help="Record messages only: no requests changed, nothing sent (history import).")
+@click.option("--start", type=click.Choice(["new", "all"]),
+              help="First connection only: override mailbox.imap.start.")
+@json_option
+@pass_app
+def poll(app: App, once: bool, since: datetime | None, no_answers: bool, start: str | None,
+         as_json: bool) -> None:
+    """Fetch and process new mail from the IMAP folder, send the outbox, exit.
+
+    \b
+    mailflow poll --once
+    mailflow poll --once --since 2026-01-01 --no-answers   # import history as records
+    """
+    from mailflow.adapters.imap import Mailbox, MailboxError
+    from mailflow.poller import Poller
+    from mailflow.sender import send_due
+
+    if since and not no_answers:
+        raise click.UsageError("--since imports history: use it with --no-answers")
+    with app.session():  # checks the schema before touching the mailbox
+        pass
+    mailbox = Mailbox(app.settings.mailbox.imap)
+    progress = _progress_printer() if not as_json and sys.stderr.isatty() else None
+    try:
+        with mailbox:
+            report = Poller(app.engine, app.desk, mailbox, progress=progress).poll_once(
+                since=since.date() if since else None, answers=not no_answers, start=start)
+    except MailboxError as error:
+        raise MailflowError(f"IMAP {app.settings.mailbox.imap.host}:"
+                            f"{app.settings.mailbox.imap.port}: {error}") from None
+    sent = send_due(app.engine, app.desk)
+    data = {"processed": report.processed, "failed": report.failed,
+            "duplicates": report.duplicates, "moved_leftovers": report.moved_leftovers,
+            "verdicts": report.verdicts, "sent": sent.sent, "send_retrying": sent.retrying,
+            "send_failed": sent.failed, "skipped_locked": report.skipped_locked}
+    if as_json:
+        emit_json(data)
+        return
+    if report.skipped_locked:
+        click.echo("another mailflow instance is polling this mailbox; nothing done")
+        return
+    click.echo(f"{report.processed} processed, {report.failed} failed,"
+               f" {report.duplicates} already done; {sent.sent} sent"
+               + (f", {sent.retrying} to retry" if sent.retrying else "")
+               + (f", {sent.failed} failed to send" if sent.failed else ""))
+
+
+def _progress_printer():
+    from rich.progress import Progress
+
+    progress = Progress(transient=True)
+    task = progress.add_task("processing mail", total=None)
+    progress.start()
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+        if done >= total:
+            progress.stop()
+
+    return update
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="mailflow", standalone_mode=True)

@@ -53,6 +53,7 @@ class OutboxStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     BOUNCED = "bounced"
+    SUPPRESSED = "suppressed"  # an automatic answer over the per-address hourly limit
 
 
 class InboundStatus(StrEnum):
@@ -176,7 +177,8 @@ class Attachment(SQLModel, table=True):
 class Outbox(SQLModel, table=True):
     """An outgoing message, written in the transaction of the change that caused it."""
 
-    __table_args__ = (sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
+                      sa.Index("ix_outbox_to_created", "to_addrs", "created_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(max_length=255, sa_column_kwargs={"unique": True})
@@ -194,6 +196,7 @@ class Outbox(SQLModel, table=True):
     status: OutboxStatus = Field(default=OutboxStatus.PENDING, sa_type=sa.String(10))
     attempts: int = 0
     next_attempt_at: datetime | None = _dt(nullable=True)
+    claimed_at: datetime | None = _dt(nullable=True)
     last_error: str | None = None
     created_at: datetime = _dt()
     sent_at: datetime | None = _dt(nullable=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from mailflow.desk import Desk
@@ -94,17 +95,33 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
     if in_reply_to and in_reply_to not in references:
         references.append(in_reply_to)
     parent = in_reply_to or (references[-1] if references else None)
+    recipients = ",".join(dict.fromkeys(a.lower() for a in to))
+    status = OutboxStatus.PENDING
+    if auto and over_autoreply_limit(session, desk, recipients):
+        status = OutboxStatus.SUPPRESSED
     row = Outbox(message_id=new_message_id(desk), template=template,
                  request_id=request.id if request else None,
                  client_id=client.id if client else None,
-                 to_addrs=",".join(dict.fromkeys(a.lower() for a in to)),
+                 to_addrs=recipients,
                  subject=rendered.subject, body_text=rendered.text, body_html=rendered.html,
                  in_reply_to=parent, references=" ".join(references[-20:]) or None,
-                 reply_to=reply_to, auto=auto, status=OutboxStatus.PENDING,
+                 reply_to=reply_to, auto=auto, status=status,
                  next_attempt_at=desk.now(), created_at=desk.now())
     session.add(row)
     session.flush()
     return row
+
+
+def over_autoreply_limit(session: Session, desk: Desk, recipients: str) -> bool:
+    """Automatic answers to one address are capped per hour: a loop with an
+    autoresponder we failed to recognise stops there.  The row is still written
+    (status `suppressed`), so nothing is lost from the record."""
+    limit = desk.settings.policy.autoreply_limit_per_hour
+    since = desk.now() - timedelta(hours=1)
+    sent = session.exec(select(func.count()).select_from(Outbox).where(
+        Outbox.to_addrs == recipients, Outbox.auto.is_(True), Outbox.created_at >= since,
+        Outbox.status != OutboxStatus.SUPPRESSED)).one()
+    return sent >= limit
 
 
 def notify_staff(session: Session, desk: Desk, *, template: str, context: Mapping[str, Any],

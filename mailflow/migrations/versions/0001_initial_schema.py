@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 07:41:04.727388
+Create Date: 2026-11-26 07:48:10.706818
 """
 from alembic import op
 import sqlalchemy as sa
@@ -152,6 +152,7 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', mailflow.models.UTCDateTime(), nullable=True),
+    sa.Column('claimed_at', mailflow.models.UTCDateTime(), nullable=True),
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('created_at', mailflow.models.UTCDateTime(), nullable=False),
     sa.Column('sent_at', mailflow.models.UTCDateTime(), nullable=True),
@@ -163,6 +164,7 @@ def upgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_outbox_request_id'), ['request_id'], unique=False)
         batch_op.create_index('ix_outbox_status_next', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_outbox_to_created', ['to_addrs', 'created_at'], unique=False)
 
     op.create_table('quote',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -212,6 +214,7 @@ def downgrade() -> None:
 
     op.drop_table('quote')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_to_created')
         batch_op.drop_index('ix_outbox_status_next')
         batch_op.drop_index(batch_op.f('ix_outbox_request_id'))
 

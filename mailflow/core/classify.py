@@ -1,0 +1,186 @@
+"""What to do with an inbound message: small named rules over facts (DESIGN §3).
+
+The adapter gathers the facts (which request the message links to, whose
+address sent it, whether it refers to the current quote); the rules here
+decide, without I/O.  First rule that decides wins, in the order of §3.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mailflow.core.keywords import Command
+from mailflow.core.states import Status
+
+
+class Verdict(StrEnum):
+    OWN = "own"                          # our own message came back: ignore
+    AUTOMATIC = "automatic"              # auto-reply, bulk, receipt, complaint: ignore
+    BOUNCE = "bounce"                    # one of ours bounced: mark it, tell staff
+    NEW_REQUEST = "new_request"
+    BALANCE = "balance"
+    APPROVE = "approve"
+    REJECT = "reject"
+    ASK_WHICH = "ask_which"              # both approve and reject: ask
+    COMMENT = "comment"                  # linked, no command: store, forward to staff
+    NOT_AUTHORISED = "not_authorised"    # a command that fails a check: explain
+    FORGED = "forged"                    # fails the DMARC check: no answer, staff told
+    DUPLICATE_ANSWER = "duplicate_answer"  # the same answer again: nothing to do
+    QUOTE_EXPIRED = "quote_expired"
+    UNKNOWN_SENDER = "unknown_sender"
+
+
+class Reason(StrEnum):
+    NOT_CLIENT = "not_client"
+    NOT_REQUESTER = "not_requester"
+    NO_QUOTE_REFERENCE = "no_quote_reference"
+    NO_OPEN_QUOTE = "no_open_quote"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the adapter found out about one message."""
+
+    own: bool = False
+    automatic: str | None = None            # the reason, when no human wrote it
+    bounce: bool = False
+    command: Command | None = None
+    sender_client_id: int | None = None
+    request_id: int | None = None           # the request the message links to
+    request_client_id: int | None = None
+    request_status: Status | None = None
+    sender_may_answer: bool = False         # policy.approve_from allows this address
+    refers_to_current_quote: bool = False
+    quote_expired: bool = False
+    dmarc_failed: bool = False
+    require_quote_reference: bool = True
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    reason: Reason | None = None
+
+
+Rule = Callable[[Facts], Decision | None]
+
+_ANSWERS = (Command.APPROVE, Command.REJECT)
+
+
+def rule_own(f: Facts) -> Decision | None:
+    return Decision(Verdict.OWN) if f.own else None
+
+
+def rule_automatic(f: Facts) -> Decision | None:
+    if f.bounce:
+        return Decision(Verdict.BOUNCE)
+    return Decision(Verdict.AUTOMATIC) if f.automatic else None
+
+
+def rule_unlinked(f: Facts) -> Decision | None:
+    """Not linked to a request: a new request, a balance question, or a stranger.
+    An unlinked APPROVE still becomes a request: nothing a client writes is lost."""
+    if f.request_id is not None and f.sender_client_id == f.request_client_id:
+        return None
+    if f.request_id is not None and f.sender_client_id is not None and f.command in _ANSWERS:
+        return Decision(Verdict.NOT_AUTHORISED, Reason.NOT_CLIENT)
+    if f.sender_client_id is None:
+        return Decision(Verdict.UNKNOWN_SENDER)
+    if f.command is Command.BALANCE:
+        return Decision(Verdict.BALANCE)
+    return Decision(Verdict.NEW_REQUEST)
+
+
+def rule_answer(f: Facts) -> Decision | None:
+    """APPROVE / REJECT on a linked request: authorise, then act (§3 step 4)."""
+    if f.command not in _ANSWERS:
+        return None
+    if f.dmarc_failed:
+        return Decision(Verdict.FORGED)
+    if not f.sender_may_answer:
+        return Decision(Verdict.NOT_AUTHORISED, Reason.NOT_REQUESTER)
+    if f.request_status is not Status.QUOTED:
+        already = {Command.APPROVE: Status.APPROVED, Command.REJECT: Status.REJECTED}
+        if f.request_status is already[f.command]:
+            return Decision(Verdict.DUPLICATE_ANSWER)
+        return Decision(Verdict.NOT_AUTHORISED, Reason.NO_OPEN_QUOTE)
+    if f.require_quote_reference and not f.refers_to_current_quote:
+        return Decision(Verdict.NOT_AUTHORISED, Reason.NO_QUOTE_REFERENCE)
+    if f.quote_expired:
+        return Decision(Verdict.QUOTE_EXPIRED)
+    return Decision(Verdict.APPROVE if f.command is Command.APPROVE else Verdict.REJECT)
+
+
+def rule_linked_other(f: Facts) -> Decision | None:
+    if f.command is Command.AMBIGUOUS:
+        return Decision(Verdict.ASK_WHICH)
+    if f.command is Command.BALANCE:
+        return Decision(Verdict.BALANCE)
+    return Decision(Verdict.COMMENT)
+
+
+RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_unlinked, rule_answer,
+                           rule_linked_other)
+
+
+def decide(facts: Facts) -> Decision:
+    for rule in RULES:
+        decision = rule(facts)
+        if decision is not None:
+            return decision
+    raise AssertionError("the last rule always decides")  # pragma: no cover
+
+
+# --- Authentication-Results (RFC 8601) ---------------------------------------
+
+_DMARC = re.compile(r"\bdmarc\s*=\s*([a-z]+)", re.IGNORECASE)
+
+
+def dmarc_verdict(headers: Mapping[str, str] | str | None, authserv_id: str) -> str | None:
+    """The DMARC result our trusted server wrote (`pass`, `fail`, …), or None.
+
+    Only an Authentication-Results header whose authserv-id is ours counts: a
+    sender can write any such header, but not one our own server vouches for
+    (it strips foreign ones with its id)."""
+    if not headers:
+        return None
+    values = headers if isinstance(headers, str) else headers.get("authentication-results", "")
+    for value in values.split("\n"):
+        server, _, results = value.partition(";")
+        if server.strip().split()[:1] != [authserv_id]:
+            continue
+        match = _DMARC.search(results)
+        if match:
+            return match.group(1).lower()
+    return None
+
+
+_TOKEN_LINE = re.compile(r"(?:Quote reference|見積番号|見積参照)\s*[:：]\s*([a-z2-7]{20,40})",
+                         re.IGNORECASE)
+_PLUS_TOKEN = re.compile(r"^[^@+]+\+([a-z2-7]{20,40})@", re.IGNORECASE)
+
+
+def tokens_in(recipients: tuple[str, ...], text: str) -> list[str]:
+    """Quote tokens a message carries: in a `support+TOKEN@` recipient, or in a
+    (possibly quoted) 'Quote reference:' line of its text."""
+    found = [m.group(1).lower() for r in recipients if (m := _PLUS_TOKEN.match(r))]
+    found += [m.group(1).lower() for m in _TOKEN_LINE.finditer(text)]
+    return list(dict.fromkeys(found))
+
+
+_TAG_TEMPLATE_CACHE: dict[str, re.Pattern] = {}
+
+
+def request_number_in(subject: str, tag_format: str) -> int | None:
+    """The request number in a subject tag such as `[REQ-12]` (format from config)."""
+    pattern = _TAG_TEMPLATE_CACHE.get(tag_format)
+    if pattern is None:
+        before, _, after = tag_format.partition("{id}")
+        pattern = re.compile(re.escape(before) + r"\s*(\d{1,12})\s*" + re.escape(after),
+                             re.IGNORECASE)
+        _TAG_TEMPLATE_CACHE[tag_format] = pattern
+    match = pattern.search(subject.replace("［", "[").replace("］", "]"))
+    return int(match.group(1)) if match else None

@@ -1,0 +1,183 @@
+"""The IMAP poller: new mail in the support folder → `intake` → moved aside.
+
+Per batch of UIDs: fetch, process (one commit for the batch, a savepoint per
+message), then MOVE to the processed or failed folder, then send the outbox.
+A crash between commit and MOVE leaves processed mail in the inbox; the next
+run recognises it by its UID marker and only moves it.
+
+Where the poller stands (`MailboxState`: UIDVALIDITY and the last UID it
+processed) is kept in the database.  The first connection to a mailbox starts
+after what is already there (`start: new`) or from the beginning (`start: all`).
+On PostgreSQL one poller per mailbox holds an advisory lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from mailflow.adapters.imap import FolderState, Mailbox
+from mailflow.db import is_postgres, transaction
+from mailflow.desk import Desk
+from mailflow.intake import receive_batch
+from mailflow.models import Inbound, InboundStatus, MailboxState
+from mailflow.services.inbound import Outcome, Source
+
+log = logging.getLogger("mailflow.poller")
+
+
+@dataclass
+class PollReport:
+    processed: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    moved_leftovers: int = 0
+    skipped_locked: bool = False
+    verdicts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.duplicate:
+            self.duplicates += 1
+        elif outcome.failed:
+            self.failed += 1
+        else:
+            self.processed += 1
+        self.verdicts[outcome.verdict] = self.verdicts.get(outcome.verdict, 0) + 1
+
+
+def mailbox_key(desk: Desk) -> str:
+    imap = desk.settings.mailbox.imap
+    return f"{imap.username}@{imap.host}:{imap.port}/{imap.folder}"
+
+
+def _lock_id(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def advisory_lock(engine: Engine, key: str) -> Iterator[bool]:
+    """Hold a PostgreSQL session advisory lock named KEY while inside; yields
+    whether it was obtained.  SQLite has one writer process: always True."""
+    if not is_postgres(engine):
+        yield True
+        return
+    with engine.connect() as connection:
+        got = connection.execute(sa.text("SELECT pg_try_advisory_lock(:k)"),
+                                 {"k": _lock_id(key)}).scalar()
+        connection.commit()
+        try:
+            yield bool(got)
+        finally:
+            if got:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"),
+                                   {"k": _lock_id(key)})
+                connection.commit()
+
+
+class Poller:
+    def __init__(self, engine: Engine, desk: Desk, mailbox: Mailbox, *,
+                 after_batch: Callable[[], object] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.engine = engine
+        self.desk = desk
+        self.mailbox = mailbox
+        self.key = mailbox_key(desk)
+        self.after_batch = after_batch
+        self.progress = progress
+
+    def _state(self, folder: FolderState, *, first_start: str) -> int:
+        """The last processed UID, creating or resetting the marker as needed."""
+        with transaction(self.engine) as session:
+            state = session.get(MailboxState, self.key)
+            if state is None:
+                last = folder.uidnext - 1 if first_start == "new" else 0
+                state = MailboxState(mailbox=self.key, uidvalidity=folder.uidvalidity,
+                                     last_uid=last, updated_at=self.desk.now())
+                log.info("first connection to %s: starting after UID %s (start: %s)",
+                         self.key, last, first_start)
+            elif state.uidvalidity != folder.uidvalidity:
+                log.warning("UIDVALIDITY of %s changed (%s → %s): rescanning; Message-IDs "
+                            "keep processed mail from being processed twice",
+                            self.key, state.uidvalidity, folder.uidvalidity)
+                state.uidvalidity, state.last_uid = folder.uidvalidity, 0
+            session.add(state)
+            return state.last_uid
+
+    def _leftovers(self, folder: FolderState, uids: list[int]) -> dict[str, list[int]]:
+        """Processed mail still in the folder (a crash between commit and MOVE)."""
+        if not uids:
+            return {}
+        moves: dict[str, list[int]] = {}
+        with transaction(self.engine) as session:
+            for chunk_start in range(0, len(uids), 500):
+                chunk = uids[chunk_start:chunk_start + 500]
+                rows = session.exec(select(Inbound.uid, Inbound.status).where(
+                    Inbound.mailbox == self.key, Inbound.uidvalidity == folder.uidvalidity,
+                    Inbound.uid.in_(chunk))).all()
+                for uid, status in rows:
+                    moves.setdefault(self._destination(status), []).append(uid)
+        return moves
+
+    def _destination(self, status: InboundStatus | str) -> str:
+        imap = self.desk.settings.mailbox.imap
+        return imap.failed_folder if status == InboundStatus.FAILED else imap.processed_folder
+
+    def poll_once(self, *, since: date | None = None, answers: bool = True,
+                  start: str | None = None) -> PollReport:
+        """Process all mail waiting now; returns what happened."""
+        report = PollReport()
+        with advisory_lock(self.engine, f"poller:{self.key}") as got:
+            if not got:
+                report.skipped_locked = True
+                log.info("another instance is polling %s", self.key)
+                return report
+            self._poll_locked(report, since=since, answers=answers,
+                              start=start or self.desk.settings.mailbox.imap.start)
+        return report
+
+    def _poll_locked(self, report: PollReport, *, since: date | None, answers: bool,
+                     start: str) -> None:
+        box = self.mailbox
+        if not box.connected:
+            box.connect()
+        box.ensure_folders()
+        folder = box.select()
+        last_uid = self._state(folder, first_start=start)
+        present = box.search_uids(0)
+        leftovers = self._leftovers(folder, [u for u in present if u <= last_uid])
+        for destination, uids in leftovers.items():
+            box.move(uids, destination)
+            report.moved_leftovers += len(uids)
+        if since is not None:
+            wanted = set(box.search_since(since))
+            todo = [u for u in present if u in wanted and u not in
+                    {x for uids in leftovers.values() for x in uids}]
+        else:
+            todo = [u for u in present if u > last_uid]
+        batch_size = self.desk.settings.mailbox.imap.batch_size
+        for start_index in range(0, len(todo), batch_size):
+            batch = todo[start_index:start_index + batch_size]
+            fetched = box.fetch(batch)
+            items = [(Source(self.key, folder.uidvalidity, uid), raw) for uid, raw in fetched]
+            outcomes = receive_batch(self.engine, self.desk, items, answers=answers)
+            moves: dict[str, list[int]] = {}
+            for (source, _raw), outcome in zip(items, outcomes, strict=True):
+                report.add(outcome)
+                moves.setdefault(self._destination(outcome.status), []).append(source.uid)
+                log.info("uid %s: %s%s%s", source.uid, outcome.verdict,
+                         f" {self.desk.tag(outcome.request_id)}" if outcome.request_id else "",
+                         " (already processed)" if outcome.duplicate else "")
+            for destination, uids in moves.items():
+                box.move(uids, destination)
+            if self.progress:
+                self.progress(min(start_index + batch_size, len(todo)), len(todo))
+            if self.after_batch:
+                self.after_batch()
