@@ -542,6 +542,10 @@ def _progress_printer():
     return update
 
 
+# Commands that live beside their subsystem register themselves on `cli`.
+import mailflow.cli_commands  # noqa: E402,F401
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="mailflow", standalone_mode=True)
