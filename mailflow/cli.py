@@ -483,10 +483,12 @@ def outbox(app: App, retry: bool, show_all: bool, as_json: bool) -> None:
               help="Record messages only: no requests changed, nothing sent (history import).")
 @click.option("--start", type=click.Choice(["new", "all"]),
               help="First connection only: override mailbox.imap.start.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="warning", show_default=True, help="info: one line per message.")
 @json_option
 @pass_app
 def poll(app: App, once: bool, since: datetime | None, no_answers: bool, start: str | None,
-         as_json: bool) -> None:
+         log_level: str, as_json: bool) -> None:
     """Fetch and process new mail from the IMAP folder, send the outbox, exit.
 
     \b
@@ -497,8 +499,11 @@ def poll(app: App, once: bool, since: datetime | None, no_answers: bool, start: 
     from mailflow.poller import Poller
     from mailflow.sender import send_due
 
+    from mailflow.logs import configure_logging
+
     if since and not no_answers:
         raise click.UsageError("--since imports history: use it with --no-answers")
+    configure_logging("text", log_level)
     with app.session():  # checks the schema before touching the mailbox
         pass
     mailbox = Mailbox(app.settings.mailbox.imap)

@@ -66,6 +66,7 @@ class SmtpSettings(_Section):
     password_env: str = "MAILFLOW_SMTP_PASSWORD"
     timeout_seconds: float = Field(30, gt=0)
     max_attempts: int = Field(8, ge=1)
+    claim_timeout_seconds: int = Field(300, ge=0)
 
     @property
     def password(self) -> str | None:

@@ -3,7 +3,7 @@ sends them over SMTP and records the result.
 
 Claiming marks a row `sending` in its own short transaction (`FOR UPDATE SKIP
 LOCKED` on PostgreSQL, so two instances never take the same row).  A row left
-`sending` by a crash is sent again after `STALE_CLAIM`: a duplicate is possible
+`sending` by a crash is sent again after `smtp.claim_timeout_seconds`: a duplicate is possible
 in that narrow window and detectable by its fixed Message-ID; a loss is not.
 """
 
@@ -26,7 +26,6 @@ from mailflow.models import Outbox, OutboxStatus
 
 log = logging.getLogger("mailflow.sender")
 
-STALE_CLAIM = timedelta(minutes=5)
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(hours=2)
 
@@ -72,15 +71,17 @@ def build_email(desk: Desk, row: Outbox) -> EmailMessage:
 
 
 def backoff(attempts: int) -> timedelta:
-    return min(BACKOFF_MAX, BACKOFF_BASE * (2 ** max(0, attempts - 1)))
+    # The exponent is capped: a large smtp.max_attempts must not overflow timedelta.
+    return min(BACKOFF_MAX, BACKOFF_BASE * (2 ** min(max(0, attempts - 1), 20)))
 
 
 def claim(engine: Engine, desk: Desk, limit: int) -> list[Outbox]:
     now = desk.now()
+    stale = now - timedelta(seconds=desk.settings.smtp.claim_timeout_seconds)
     with transaction(engine) as session:
         query = (select(Outbox).where(or_(
             (Outbox.status == OutboxStatus.PENDING) & (Outbox.next_attempt_at <= now),
-            (Outbox.status == OutboxStatus.SENDING) & (Outbox.claimed_at <= now - STALE_CLAIM)))
+            (Outbox.status == OutboxStatus.SENDING) & (Outbox.claimed_at <= stale)))
             .order_by(Outbox.id).limit(limit).with_for_update(skip_locked=True))
         rows = list(session.exec(query))
         for row in rows:
@@ -98,6 +99,13 @@ def _record(engine: Engine, desk: Desk, row: Outbox, error: SendError | None) ->
             current.status, current.sent_at, current.last_error = (
                 OutboxStatus.SENT, desk.now(), None)
             outcome = "sent"
+        elif error.scope == "connection":
+            # The server (down, login refused), not this message, failed: keep it
+            # pending without spending an attempt, so an outage never fails mail.
+            current.status, current.last_error = OutboxStatus.PENDING, str(error)[:1000]
+            current.attempts = max(0, current.attempts - 1)
+            current.next_attempt_at = desk.now() + BACKOFF_BASE
+            outcome = "retrying"
         elif isinstance(error, PermanentSendError) or \
                 current.attempts >= desk.settings.smtp.max_attempts:
             current.status, current.last_error = OutboxStatus.FAILED, str(error)[:1000]
@@ -123,6 +131,21 @@ def _release(engine: Engine, desk: Desk, rows: list[Outbox]) -> None:
             session.add(current)
 
 
+def _send_one(desk: Desk, smtp: SmtpConnection, row: Outbox) -> SendError | None:
+    try:
+        message = build_email(desk, row)
+    except Exception as exc:  # a row that cannot become a message must not block the rest
+        log.exception("outbox %s cannot be built into a message", row.id)
+        return PermanentSendError(f"cannot build the message: {exc}")
+    try:
+        smtp.send(message, envelope_from=desk.settings.mailbox.address,
+                  recipients=row.recipients)
+    except SendError as exc:
+        log.warning("outbox %s to %s: %s", row.id, row.to_addrs, exc)
+        return exc
+    return None
+
+
 def send_due(engine: Engine, desk: Desk, *, limit: int = 100,
              connection: SmtpConnection | None = None, max_rounds: int = 1000) -> SendReport:
     """Send every row that is due now, in claims of `limit`; bounded by `max_rounds`."""
@@ -134,19 +157,24 @@ def send_due(engine: Engine, desk: Desk, *, limit: int = 100,
             rows = claim(engine, desk, limit)
             if not rows:
                 break
-            for index, row in enumerate(rows):
+            done = 0
+            try:
+                for row in rows:
+                    error = _send_one(desk, smtp, row)
+                    outcome = _record(engine, desk, row, error)
+                    done += 1
+                    setattr(report, outcome, getattr(report, outcome) + 1)
+                    if error is not None and error.scope == "connection":
+                        _release(engine, desk, rows[done:])
+                        return report  # the server is unreachable: the rest waits
+            except BaseException:
+                # Anything unexpected (a config error, an interrupt): give the
+                # unsent rows back now rather than leaving them claimed.
                 try:
-                    smtp.send(build_email(desk, row), envelope_from=desk.settings.mailbox.address,
-                              recipients=row.recipients)
-                    error = None
-                except SendError as exc:
-                    error = exc
-                    log.warning("outbox %s to %s: %s", row.id, row.to_addrs, exc)
-                outcome = _record(engine, desk, row, error)
-                setattr(report, outcome, getattr(report, outcome) + 1)
-                if error is not None and getattr(error, "scope", None) == "connection":
-                    _release(engine, desk, rows[index + 1:])
-                    return report  # the server is unreachable: the rest waits
+                    _release(engine, desk, rows[done:])
+                except Exception:  # pragma: no cover - the database is gone too
+                    log.exception("could not release claimed outbox rows")
+                raise
 
     finally:
         if own:

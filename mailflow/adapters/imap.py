@@ -16,6 +16,7 @@ import datetime as dt
 import imaplib
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -211,6 +212,15 @@ class Mailbox:
         except Exception:
             with contextlib.suppress(Exception):
                 client.shutdown()
+
+    def interrupt(self) -> None:
+        """From another thread: break a blocking IDLE or read at once (for shutdown).
+        The connection is unusable afterwards; the owner sees `MailboxError`."""
+        client = self._client
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            client.socket().shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> Mailbox:
         return self.connect()

@@ -1,0 +1,190 @@
+"""`mailflow serve`: everything, running until SIGTERM.
+
+Threads, each with one job:
+- mail: IMAP IDLE (or a poll every `poll_seconds` where the server lacks
+  IDLE); every wake-up polls the folder, so a silent IDLE never leaves mail
+  waiting longer than `poll_seconds`.  After each batch it wakes the sender,
+  so sending overlaps with processing the next batch.
+- sender: sends the outbox when woken, and every few seconds for rows written
+  by other processes (`mailflow quote` from a staff shell) and for retries.
+- scheduler: APScheduler runs the periodic jobs; missed runs catch up once at start.
+- inbound SMTP/LMTP listener, when `inbound_smtp.enabled`.
+
+`stop` (set by SIGTERM/SIGINT) ends each loop after the message or batch in
+hand is committed; nothing is left half-done because every unit of work is a
+transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from mailflow.adapters.imap import Backoff, Mailbox, MailboxError
+from mailflow.desk import Desk
+from mailflow.intake import DatabaseUnavailable
+from mailflow.poller import Poller
+from mailflow.sender import send_due
+
+log = logging.getLogger("mailflow.serve")
+
+SENDER_INTERVAL = 2.0
+
+
+@dataclass
+class Service:
+    engine: Engine
+    desk: Desk
+    stop: threading.Event = field(default_factory=threading.Event)
+    wake_sender: threading.Event = field(default_factory=threading.Event)
+    mailbox: Mailbox | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    # -- mail --------------------------------------------------------------------
+
+    def mail_loop(self) -> None:
+        settings = self.desk.settings.mailbox.imap
+        self.mailbox = Mailbox(settings)
+        poller = Poller(self.engine, self.desk, self.mailbox,
+                        after_batch=self.wake_sender.set)
+        backoff = Backoff(1.0, 60.0)
+        while not self.stop.is_set():
+            try:
+                if not self.mailbox.connected:
+                    self.mailbox.connect()
+                poller.poll_once()
+                self.wake_sender.set()
+                backoff.reset()
+                if self.stop.is_set():
+                    break
+                if self.mailbox.has_idle:
+                    self.mailbox.idle_wait(settings.poll_seconds)
+                else:
+                    self.stop.wait(settings.poll_seconds)
+            except MailboxError as error:
+                if self.stop.is_set():
+                    break
+                delay = backoff.next_delay()
+                log.warning("IMAP: %s; reconnecting in %.0fs", error, delay)
+                self.mailbox.close()
+                self.stop.wait(delay)
+            except DatabaseUnavailable as error:
+                delay = backoff.next_delay()
+                log.error("database unavailable: %s; mail stays in the inbox, retry in %.0fs",
+                          error, delay)
+                self.stop.wait(delay)
+        self.mailbox.close()
+
+    # -- outbox -------------------------------------------------------------------
+
+    def sender_loop(self) -> None:
+        backoff = Backoff(1.0, 60.0)
+        while True:
+            try:
+                report = send_due(self.engine, self.desk)
+                if report.sent or report.failed:
+                    log.info("outbox: %d sent, %d to retry, %d failed", report.sent,
+                             report.retrying, report.failed,
+                             extra={"sent": report.sent, "retrying": report.retrying,
+                                    "failed": report.failed})
+                backoff.reset()
+                wait = SENDER_INTERVAL
+            except Exception as error:  # SMTP config, database outage: keep serving
+                wait = backoff.next_delay()
+                log.error("outbox sender: %s; retry in %.0fs", error, wait)
+            if self.stop.is_set():
+                return
+            self.wake_sender.wait(wait)
+            self.wake_sender.clear()
+
+    # -- scheduled jobs -------------------------------------------------------------
+
+    def start_scheduler(self):
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        from mailflow import jobs
+
+        try:
+            for report in jobs.run_due(self.engine, self.desk):
+                log.info("catch-up: %s", report)
+        except Exception:
+            log.exception("catch-up of scheduled jobs failed; the scheduler will retry")
+        scheduler = BackgroundScheduler(timezone=self.desk.tz)
+        for name, trigger, func in jobs.scheduled_jobs(self.desk.settings):
+            scheduler.add_job(self._job_runner(name, func), trigger, id=name,
+                              max_instances=1, coalesce=True, misfire_grace_time=3600)
+        scheduler.start()
+        return scheduler
+
+    def _job_runner(self, name: str, func: Callable) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                report = func(self.engine, self.desk)
+                log.info("job %s: %s", name, report)
+                self.wake_sender.set()
+            except Exception:
+                log.exception("job %s failed; it runs again at its next time", name)
+        return run
+
+    # -- the whole ------------------------------------------------------------------
+
+    def _thread(self, name: str, target: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                target()
+            except BaseException as error:  # a bug: stop everything, exit non-zero
+                log.exception("%s thread crashed", name)
+                self.errors.append(error)
+                self.request_stop()
+
+        thread = threading.Thread(target=guarded, name=f"mailflow-{name}", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.wake_sender.set()
+        if self.mailbox is not None:
+            self.mailbox.interrupt()
+
+    def run(self, *, scheduler: bool = True) -> int:
+        """Run until `stop`; returns the exit code (0 after a clean stop)."""
+        listener = None
+        sched = None
+        if self.desk.settings.inbound_smtp.enabled:
+            from mailflow.adapters.smtp_in import InboundListener
+
+            listener = InboundListener(self.engine, self.desk,
+                                       on_message=lambda _outcome: self.wake_sender.set())
+            listener.start()
+        self._thread("mail", self.mail_loop)
+        self._thread("sender", self.sender_loop)
+        if scheduler:
+            sched = self.start_scheduler()
+        log.info("mailflow serving %s", self.desk.settings.mailbox.address)
+        self.stop.wait()
+        log.info("stopping: finishing the work in hand")
+        if sched is not None:
+            sched.shutdown(wait=True)
+        if listener is not None:
+            listener.stop()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        log.info("stopped")
+        return 1 if self.errors else 0
+
+
+def run_service(engine: Engine, desk: Desk, stop: threading.Event | None = None, *,
+                scheduler: bool = True) -> int:
+    service = Service(engine, desk)
+    if stop is not None:
+        def relay() -> None:
+            stop.wait()
+            service.request_stop()
+        threading.Thread(target=relay, daemon=True).start()
+    return service.run(scheduler=scheduler)
