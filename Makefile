@@ -12,12 +12,11 @@ export MAILFLOW_CORPUS
 $(BIN)/mailflow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,dev]'
+	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
 run: $(BIN)/mailflow
-	$(BIN)/mailflow db upgrade
-	$(BIN)/mailflow --help
+	$(BIN)/mailflow dev
 
 system-deps:
 	@if [ "$$(id -u)" = 0 ]; then scripts/install-system-deps.sh; \

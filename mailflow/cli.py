@@ -496,10 +496,9 @@ def poll(app: App, once: bool, since: datetime | None, no_answers: bool, start: 
     mailflow poll --once --since 2026-01-01 --no-answers   # import history as records
     """
     from mailflow.adapters.imap import Mailbox, MailboxError
-    from mailflow.poller import Poller
-    from mailflow.sender import send_due
-
     from mailflow.logs import configure_logging
+    from mailflow.poller import Poller
+    from mailflow.sender import BackgroundSender
 
     if since and not no_answers:
         raise click.UsageError("--since imports history: use it with --no-answers")
@@ -508,14 +507,17 @@ def poll(app: App, once: bool, since: datetime | None, no_answers: bool, start: 
         pass
     mailbox = Mailbox(app.settings.mailbox.imap)
     progress = _progress_printer() if not as_json and sys.stderr.isatty() else None
+    sender = BackgroundSender(app.engine, app.desk).start()  # sends while batches go on
     try:
         with mailbox:
-            report = Poller(app.engine, app.desk, mailbox, progress=progress).poll_once(
+            report = Poller(app.engine, app.desk, mailbox, progress=progress,
+                            after_batch=sender.wake).poll_once(
                 since=since.date() if since else None, answers=not no_answers, start=start)
     except MailboxError as error:
         raise MailflowError(f"IMAP {app.settings.mailbox.imap.host}:"
                             f"{app.settings.mailbox.imap.port}: {error}") from None
-    sent = send_due(app.engine, app.desk)
+    finally:
+        sent = sender.stop()
     data = {"processed": report.processed, "failed": report.failed,
             "duplicates": report.duplicates, "moved_leftovers": report.moved_leftovers,
             "verdicts": report.verdicts, "sent": sent.sent, "send_retrying": sent.retrying,

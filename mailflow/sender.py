@@ -180,3 +180,62 @@ def send_due(engine: Engine, desk: Desk, *, limit: int = 100,
         if own:
             smtp.close()
     return report
+
+
+class BackgroundSender:
+    """Sends the outbox in a thread while the caller goes on processing mail.
+
+    `wake()` after each committed batch; the thread also looks every
+    `interval` seconds (rows written by other processes, retries that fell
+    due).  `stop()` ends the thread and sends what is left.
+    """
+
+    def __init__(self, engine: Engine, desk: Desk, *, interval: float = 2.0) -> None:
+        import threading
+
+        self.engine, self.desk, self.interval = engine, desk, interval
+        self.report = SendReport()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mailflow-sender", daemon=True)
+
+    def start(self) -> BackgroundSender:
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 120) -> SendReport:
+        """Stop the thread, then send what was committed meanwhile, here."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=timeout)
+        try:
+            self.report += send_due(self.engine, self.desk)
+        except Exception as error:
+            log.error("outbox sender: %s; the rest waits for the next run", error)
+        return self.report
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                round_report = send_due(self.engine, self.desk)
+                self.report += round_report
+                if round_report.sent or round_report.failed:
+                    log.info("outbox: %d sent, %d to retry, %d failed", round_report.sent,
+                             round_report.retrying, round_report.failed,
+                             extra={"sent": round_report.sent,
+                                    "retrying": round_report.retrying,
+                                    "failed": round_report.failed})
+                failures = 0
+                wait = self.interval
+            except Exception as error:  # SMTP settings, database outage: keep going
+                failures += 1
+                wait = min(60.0, self.interval * 2 ** failures)
+                log.error("outbox sender: %s; retry in %.0fs", error, wait)
+            if self._stop.is_set():
+                return
+            self._wake.wait(wait)
+            self._wake.clear()

@@ -28,21 +28,20 @@ from mailflow.adapters.imap import Backoff, Mailbox, MailboxError
 from mailflow.desk import Desk
 from mailflow.intake import DatabaseUnavailable
 from mailflow.poller import Poller
-from mailflow.sender import send_due
+from mailflow.sender import BackgroundSender
 
 log = logging.getLogger("mailflow.serve")
-
-SENDER_INTERVAL = 2.0
-
 
 @dataclass
 class Service:
     engine: Engine
     desk: Desk
     stop: threading.Event = field(default_factory=threading.Event)
-    wake_sender: threading.Event = field(default_factory=threading.Event)
+    sender: BackgroundSender | None = None
     mailbox: Mailbox | None = None
     threads: list[threading.Thread] = field(default_factory=list)
+    _idling: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     errors: list[BaseException] = field(default_factory=list)
 
     # -- mail --------------------------------------------------------------------
@@ -50,20 +49,24 @@ class Service:
     def mail_loop(self) -> None:
         settings = self.desk.settings.mailbox.imap
         self.mailbox = Mailbox(settings)
-        poller = Poller(self.engine, self.desk, self.mailbox,
-                        after_batch=self.wake_sender.set)
+        poller = Poller(self.engine, self.desk, self.mailbox, after_batch=self.wake_sender)
         backoff = Backoff(1.0, 60.0)
         while not self.stop.is_set():
             try:
                 if not self.mailbox.connected:
                     self.mailbox.connect()
                 poller.poll_once()
-                self.wake_sender.set()
+                self.wake_sender()
                 backoff.reset()
-                if self.stop.is_set():
-                    break
                 if self.mailbox.has_idle:
-                    self.mailbox.idle_wait(settings.poll_seconds)
+                    with self._lock:
+                        if self.stop.is_set():
+                            break
+                        self._idling = True  # only now may a stop cut the connection
+                    try:
+                        self.mailbox.idle_wait(settings.poll_seconds)
+                    finally:
+                        self._idling = False
                 else:
                     self.stop.wait(settings.poll_seconds)
             except MailboxError as error:
@@ -79,28 +82,6 @@ class Service:
                           error, delay)
                 self.stop.wait(delay)
         self.mailbox.close()
-
-    # -- outbox -------------------------------------------------------------------
-
-    def sender_loop(self) -> None:
-        backoff = Backoff(1.0, 60.0)
-        while True:
-            try:
-                report = send_due(self.engine, self.desk)
-                if report.sent or report.failed:
-                    log.info("outbox: %d sent, %d to retry, %d failed", report.sent,
-                             report.retrying, report.failed,
-                             extra={"sent": report.sent, "retrying": report.retrying,
-                                    "failed": report.failed})
-                backoff.reset()
-                wait = SENDER_INTERVAL
-            except Exception as error:  # SMTP config, database outage: keep serving
-                wait = backoff.next_delay()
-                log.error("outbox sender: %s; retry in %.0fs", error, wait)
-            if self.stop.is_set():
-                return
-            self.wake_sender.wait(wait)
-            self.wake_sender.clear()
 
     # -- scheduled jobs -------------------------------------------------------------
 
@@ -126,7 +107,7 @@ class Service:
             try:
                 report = func(self.engine, self.desk)
                 log.info("job %s: %s", name, report)
-                self.wake_sender.set()
+                self.wake_sender()
             except Exception:
                 log.exception("job %s failed; it runs again at its next time", name)
         return run
@@ -146,11 +127,17 @@ class Service:
         thread.start()
         self.threads.append(thread)
 
+    def wake_sender(self) -> None:
+        if self.sender is not None:
+            self.sender.wake()
+
     def request_stop(self) -> None:
-        self.stop.set()
-        self.wake_sender.set()
-        if self.mailbox is not None:
-            self.mailbox.interrupt()
+        """Stop after the work in hand: a batch being processed is committed and
+        moved; only an idle wait is cut short."""
+        with self._lock:
+            self.stop.set()
+            if self._idling and self.mailbox is not None:
+                self.mailbox.interrupt()
 
     def run(self, *, scheduler: bool = True) -> int:
         """Run until `stop`; returns the exit code (0 after a clean stop)."""
@@ -160,10 +147,10 @@ class Service:
             from mailflow.adapters.smtp_in import InboundListener
 
             listener = InboundListener(self.engine, self.desk,
-                                       on_message=lambda _outcome: self.wake_sender.set())
+                                       on_message=lambda _outcome: self.wake_sender())
             listener.start()
+        self.sender = BackgroundSender(self.engine, self.desk).start()
         self._thread("mail", self.mail_loop)
-        self._thread("sender", self.sender_loop)
         if scheduler:
             sched = self.start_scheduler()
         log.info("mailflow serving %s", self.desk.settings.mailbox.address)
@@ -175,6 +162,7 @@ class Service:
             listener.stop()
         for thread in self.threads:
             thread.join(timeout=60)
+        self.sender.stop()
         log.info("stopped")
         return 1 if self.errors else 0
 
