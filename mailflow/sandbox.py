@@ -170,7 +170,7 @@ class MailWorld:
         if self._thread is not None:
             raise SandboxError("the mail world was started already")
         if importlib.util.find_spec("pymap") is None:
-            raise SandboxError("the sandbox needs pymap: pip install 'mailflow[dev]'")
+            raise SandboxError("the sandbox needs pymap: pip install 'pymap>=0.36'")
         self._thread = threading.Thread(target=self._run, name="mailflow-sandbox", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
