@@ -8,6 +8,7 @@ decide, without I/O.  First rule that decides wins, in the order of §3.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -86,6 +87,9 @@ def rule_unlinked(f: Facts) -> Decision | None:
     if f.request_id is not None and f.sender_client_id == f.request_client_id:
         return None
     if f.request_id is not None and f.sender_client_id is not None and f.command in _ANSWERS:
+        # A forged sender gets no answer, whoever it pretends to be (§3 step 4).
+        if f.dmarc_failed:
+            return Decision(Verdict.FORGED)
         return Decision(Verdict.NOT_AUTHORISED, Reason.NOT_CLIENT)
     if f.sender_client_id is None:
         return Decision(Verdict.UNKNOWN_SENDER)
@@ -137,6 +141,7 @@ def decide(facts: Facts) -> Decision:
 # --- Authentication-Results (RFC 8601) ---------------------------------------
 
 _DMARC = re.compile(r"\bdmarc\s*=\s*([a-z]+)", re.IGNORECASE)
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 def dmarc_verdict(headers: Mapping[str, str] | str | None, authserv_id: str) -> str | None:
@@ -148,9 +153,11 @@ def dmarc_verdict(headers: Mapping[str, str] | str | None, authserv_id: str) -> 
     if not headers:
         return None
     values = headers if isinstance(headers, str) else headers.get("authentication-results", "")
-    for value in values.split("\n"):
+    values = _FOLD.sub(" ", values)  # a folded header is one value, not several
+    for value in values.splitlines():
         server, _, results = value.partition(";")
-        if server.strip().split()[:1] != [authserv_id]:
+        # authserv-id is a domain name: compare without case.
+        if [s.lower() for s in server.strip().split()[:1]] != [authserv_id.lower()]:
             continue
         match = _DMARC.search(results)
         if match:
@@ -178,9 +185,10 @@ def request_number_in(subject: str, tag_format: str) -> int | None:
     """The request number in a subject tag such as `[REQ-12]` (format from config)."""
     pattern = _TAG_TEMPLATE_CACHE.get(tag_format)
     if pattern is None:
-        before, _, after = tag_format.partition("{id}")
+        before, _, after = unicodedata.normalize("NFKC", tag_format).partition("{id}")
         pattern = re.compile(re.escape(before) + r"\s*(\d{1,12})\s*" + re.escape(after),
                              re.IGNORECASE)
         _TAG_TEMPLATE_CACHE[tag_format] = pattern
-    match = pattern.search(subject.replace("［", "[").replace("］", "]"))
+    # NFKC: full-width brackets, hyphens and digits (［ＲＥＱ－１２］) read as ASCII.
+    match = pattern.search(unicodedata.normalize("NFKC", subject))
     return int(match.group(1)) if match else None
