@@ -172,9 +172,12 @@ class Poller:
             for (source, _raw), outcome in zip(items, outcomes, strict=True):
                 report.add(outcome)
                 moves.setdefault(self._destination(outcome.status), []).append(source.uid)
+                tag = self.desk.tag(outcome.request_id) if outcome.request_id else None
                 log.info("uid %s: %s%s%s", source.uid, outcome.verdict,
-                         f" {self.desk.tag(outcome.request_id)}" if outcome.request_id else "",
-                         " (already processed)" if outcome.duplicate else "")
+                         f" {tag}" if tag else "",
+                         " (already processed)" if outcome.duplicate else "",
+                         extra={"uid": source.uid, "verdict": outcome.verdict, "request": tag,
+                                "status": str(outcome.status), "duplicate": outcome.duplicate})
             for destination, uids in moves.items():
                 box.move(uids, destination)
             if self.progress:

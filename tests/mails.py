@@ -4,9 +4,9 @@ Japanese mail in ISO-2022-JP, auto-replies, broken MIME."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
 
 
 def mail(*, sender: str, subject: str, body: str, to: str = "support@agency.example",

@@ -109,7 +109,8 @@ CONTEXTS: dict[str, dict] = {
     "staff/comment": {"request": REQUEST, "from_addr": "hanako@client.example",
                       "text": "Could you also fix the footer?"},
     "staff/held": {"from_addr": "stranger@elsewhere.example", "subject": "Hello",
-                   "reason": "unknown sender", "balance": None, "client": None},
+                   "reason": "unknown sender", "kind": "unknown_sender", "balance": None,
+                   "client": None},
     "staff/failed": {"from_addr": "hanako@client.example", "subject": "Banner",
                      "reason": "undecodable MIME", "folder": "Failed",
                      "balance": None, "client": None},
@@ -373,3 +374,11 @@ def test_templates_dir_that_does_not_exist_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="templates_dir"):
         Renderer(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_held_notice_says_forged_when_dmarc_failed(renderer, lang):
+    context = context_for("staff/held", kind="forged", reason="DMARC fail")
+    rendered = renderer.render("staff/held", lang, context)
+    assert ("forged" in rendered.subject) if lang == "en" else ("なりすまし" in rendered.subject)
+    assert "unknown sender" not in rendered.subject

@@ -35,15 +35,26 @@ def lock_client(session: Session, client_id: int) -> Client:
     return session.exec(select(Client).where(Client.id == client_id).with_for_update()).one()
 
 
+def _remaining_by_lot(client_id: int):
+    return (select(Entry.lot_id, func.coalesce(func.sum(Entry.delta), 0).label("left"))
+            .where(Entry.client_id == client_id).group_by(Entry.lot_id).subquery())
+
+
+def lots_with_remaining(session: Session, client_id: int) -> list[tuple[Lot, int]]:
+    """Every lot of a client with what is left of it, in one query."""
+    remaining = _remaining_by_lot(client_id)
+    rows = session.exec(select(Lot, func.coalesce(remaining.c.left, 0))
+                        .outerjoin(remaining, remaining.c.lot_id == Lot.id)
+                        .where(Lot.client_id == client_id).order_by(Lot.id))
+    return [(lot, int(left)) for lot, left in rows]
+
+
+def as_balances(lots: list[tuple[Lot, int]]) -> list[LotBalance]:
+    return [LotBalance(lot.id, lot.granted_at, lot.expires_at, left) for lot, left in lots]
+
+
 def lot_balances(session: Session, client_id: int) -> list[LotBalance]:
-    remaining = (select(Entry.lot_id, func.coalesce(func.sum(Entry.delta), 0).label("left"))
-                 .where(Entry.client_id == client_id).group_by(Entry.lot_id).subquery())
-    rows = session.exec(
-        select(Lot.id, Lot.granted_at, Lot.expires_at, func.coalesce(remaining.c.left, 0))
-        .outerjoin(remaining, remaining.c.lot_id == Lot.id)
-        .where(Lot.client_id == client_id).order_by(Lot.id))
-    return [LotBalance(lot_id, granted, expires, int(left))
-            for lot_id, granted, expires, left in rows]
+    return as_balances(lots_with_remaining(session, client_id))
 
 
 def balance(session: Session, desk: Desk, client_id: int) -> BalanceSummary:
@@ -147,12 +158,6 @@ def sweep_expired(session: Session, desk: Desk, client_id: int | None = None) ->
             total += draw.credits
     session.flush()
     return total
-
-
-def lots_with_remaining(session: Session, client_id: int) -> list[tuple[Lot, int]]:
-    remaining = {lot.lot_id: lot.remaining for lot in lot_balances(session, client_id)}
-    lots = session.exec(select(Lot).where(Lot.client_id == client_id).order_by(Lot.id)).all()
-    return [(lot, remaining.get(lot.id, 0)) for lot in lots]
 
 
 def recent_entries(session: Session, client_id: int, limit: int = 20) -> list[Entry]:

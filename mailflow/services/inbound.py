@@ -174,10 +174,14 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
 
 # --- acting ----------------------------------------------------------------------
 
-def _answer(session: Session, desk: Desk, ctx: Context, template: str, **context) -> Outbox:
+def _answer(session: Session, desk: Desk, ctx: Context, template: str, *,
+            private: bool = False, **context) -> Outbox:
+    """An automatic answer to the sender.  `private`: the sender is not the
+    request's client, so the answer carries none of that request's thread."""
     return queue_message(session, desk, template=template, to=[ctx.msg.from_addr],
                          client=ctx.sender, request=ctx.request, auto=True,
-                         in_reply_to=ctx.msg.message_id, context=context)
+                         in_reply_to=ctx.msg.message_id, context=context,
+                         thread=not private)
 
 
 def _balance_statement(session: Session, desk: Desk, ctx: Context) -> None:
@@ -205,10 +209,11 @@ def _bounce(session: Session, desk: Desk, ctx: Context) -> str:
     return f"bounce of {len(rows)} of our messages" if rows else "bounce of unknown mail"
 
 
-def _hold(session: Session, desk: Desk, ctx: Context, reason: str) -> None:
+def _hold(session: Session, desk: Desk, ctx: Context, reason: str,
+          kind: str = "unknown_sender") -> None:
     notify_staff(session, desk, template="staff/held", context={
         "from_addr": ctx.msg.from_addr or "(none)", "subject": ctx.msg.subject,
-        "reason": reason})
+        "reason": reason, "kind": kind})
 
 
 def _unknown_sender(session: Session, desk: Desk, ctx: Context) -> str:
@@ -272,10 +277,11 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
             if reason is Reason.NOT_CLIENT:  # a stranger learns nothing of the request
                 quote = None
             _answer(session, desk, ctx, "client/not_authorised", reason=reason.value,
-                    quote=quote)
+                    quote=quote, private=reason is Reason.NOT_CLIENT)
             return InboundStatus.PROCESSED, f"not authorised: {reason.value}"
         case Verdict.FORGED:
-            _hold(session, desk, ctx, "DMARC check failed: the sender address is forged")
+            _hold(session, desk, ctx, "DMARC check failed: the sender address is forged",
+                  kind="forged")
             return InboundStatus.HELD, "forged sender (DMARC fail)"
         case Verdict.UNKNOWN_SENDER:
             return InboundStatus.HELD, _unknown_sender(session, desk, ctx)

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from mailflow.core.ledger import summarise
 from mailflow.desk import Desk
 from mailflow.models import Client, Inbound, Outbox, OutboxStatus, Quote, Request
 from mailflow.services import credits as ledger
@@ -26,13 +27,13 @@ def new_message_id(desk: Desk) -> str:
 
 
 def balance_context(session: Session, desk: Desk, client_id: int) -> dict[str, Any]:
-    summary = ledger.balance(session, desk, client_id)
     now = desk.now()
+    rows = ledger.lots_with_remaining(session, client_id)
+    summary = summarise(ledger.as_balances(rows), now)
     lots = [{"kind": lot.kind.value if hasattr(lot.kind, "value") else lot.kind,
              "remaining": left, "expires_at": lot.expires_at, "credits": lot.credits,
              "granted_at": lot.granted_at}
-            for lot, left in ledger.lots_with_remaining(session, client_id)
-            if left > 0 and (lot.expires_at is None or lot.expires_at > now)]
+            for lot, left in rows if left > 0 and (lot.expires_at is None or lot.expires_at > now)]
     next_expiry = None
     if summary.next_expiry_at is not None:
         next_expiry = {"credits": summary.next_expiry_credits,
@@ -72,11 +73,13 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
                   context: Mapping[str, Any], client: Client | None = None,
                   request: Request | None = None, auto: bool = False,
                   in_reply_to: str | None = None, lang: str | None = None,
-                  reply_to: str | None = None) -> Outbox:
+                  reply_to: str | None = None, thread: bool = True) -> Outbox:
     """Render `template` for `to` and write it to the outbox; returns the row.
 
     The balance footer shows the client's balance as it stands in this
-    transaction, i.e. after the change that caused the message."""
+    transaction, i.e. after the change that caused the message.  `thread`:
+    refer to the request's earlier messages in References (off when the
+    recipient is not the request's client)."""
     session.flush()
     full: dict[str, Any] = {
         "client": {"name": client.name, "lang": client.lang} if client else None,
@@ -90,7 +93,7 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
     language = lang or (client.lang if client else desk.settings.language)
     rendered = desk.renderer.render(template, language, full)
     references: list[str] = []
-    if request is not None and request.id is not None:
+    if thread and request is not None and request.id is not None:
         references = thread_ids(session, request.id)
     if in_reply_to and in_reply_to not in references:
         references.append(in_reply_to)
