@@ -4,13 +4,6 @@ Each module imports `cli` (and helpers) from `mailflow.cli` and decorates its
 commands onto it; importing them here makes them part of the command line.
 """
 
-from __future__ import annotations
-
-import importlib
-
-for _name in ("mailflow.jobs_cli", "mailflow.sandbox_cli", "mailflow.serve_cli"):
-    try:
-        importlib.import_module(_name)
-    except ModuleNotFoundError as error:  # a subsystem not written yet
-        if error.name != _name:
-            raise
+import mailflow.jobs_cli  # noqa: F401  (digest, jobs)
+import mailflow.sandbox_cli  # noqa: F401  (dev)
+import mailflow.serve_cli  # noqa: F401  (serve)

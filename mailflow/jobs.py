@@ -638,12 +638,16 @@ def count_digest_clients(session: Session) -> int:
 
 def run_digest(engine: Engine, desk: Desk, *, dry_run: bool = False,
                progress: Callable[[int, int], None] | None = None,
-               collect: bool = False, chunk: int = DIGEST_CHUNK) -> JobReport:
+               collect: bool = False, chunk: int = DIGEST_CHUNK,
+               baseline_if_first: bool = False) -> JobReport:
     """Queue the digest of the period due now for every active client with a contact.
 
     `dry_run` renders the messages into `report.results` (with their text) and
     writes nothing.  `collect` keeps one result per client.  `progress(done,
-    total)` is called after each chunk."""
+    total)` is called after each chunk.  `baseline_if_first` (catch-up at
+    start, `jobs run`): on a desk that never sent a digest, the period due now
+    is recorded as done without sending — a fresh install does not mail a
+    summary of the time before it existed; digests start with the next period."""
     job = "digest"
     period = digest_period(desk)
     if period is None:
@@ -658,6 +662,13 @@ def run_digest(engine: Engine, desk: Desk, *, dry_run: bool = False,
         with transaction(engine) as session:
             if _is_done(session, job, period.key):
                 report.skipped, report.reason = True, "already done"
+                return report
+            never = session.exec(select(JobRun.id).where(
+                JobRun.job.in_([job, "digest-sent"]))).first() is None
+            if baseline_if_first and never and not dry_run:
+                _mark(session, desk, job, period.key)
+                report.skipped = True
+                report.reason = "first run: this period is the baseline, nothing sent"
                 return report
             total = count_digest_clients(session)
         try:
@@ -764,7 +775,10 @@ def run_due(engine: Engine, desk: Desk) -> list[JobReport]:
     reports = []
     for name, _, run in job_crons(desk.settings):
         try:
-            reports.append(run(engine, desk))
+            if run is run_digest:
+                reports.append(run_digest(engine, desk, baseline_if_first=True))
+            else:
+                reports.append(run(engine, desk))
         except Exception as error:
             log.exception("job %s failed", name)
             reports.append(JobReport(name, skipped=True, reason="failed",

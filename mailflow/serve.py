@@ -99,6 +99,9 @@ class Service:
         for name, trigger, func in jobs.scheduled_jobs(self.desk.settings):
             scheduler.add_job(self._job_runner(name, func), trigger, id=name,
                               max_instances=1, coalesce=True, misfire_grace_time=3600)
+        # Hourly: finish any period a crash left half-done (a digest of many clients).
+        scheduler.add_job(self._job_runner("catch-up", jobs.run_due), "interval", hours=1,
+                          id="catch-up", max_instances=1, coalesce=True)
         scheduler.start()
         return scheduler
 

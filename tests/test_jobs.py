@@ -374,10 +374,17 @@ def test_run_due_runs_each_due_job_once(engine, desk, clock):
     assert [(r.job, r.period, r.skipped) for r in reports] == [
         ("allotment", "2026-12", False), ("expiry", "2026-12-01T00:05", False),
         ("quotes", "2026-12-01T09:00", False), ("reminders", "2026-12-01T09:00", False),
-        ("digest", "2026-12-01T09:00", False)]
-    (digest,) = outbox(engine, "client/digest")
-    assert "5 credits available" in digest.body_text  # the allotment ran first
+        ("digest", "2026-12-01T09:00", True)]
+    # A desk that never sent a digest takes the period due now as its baseline:
+    # a fresh install does not mail a summary of the time before it existed.
+    assert "baseline" in reports[-1].reason and outbox(engine, "client/digest") == []
     assert all(r.skipped for r in jobs.run_due(engine, desk))
+    clock.set(tokyo(2027, 1, 1, 9, 0))
+    reports = jobs.run_due(engine, desk)
+    assert (reports[-1].job, reports[-1].period, reports[-1].skipped) == \
+        ("digest", "2027-01-01T09:00", False)
+    (digest,) = outbox(engine, "client/digest")
+    assert "10 credits available" in digest.body_text  # the allotment ran first
 
 
 def test_two_instances_run_each_period_once(db_url, settings, clock):
@@ -461,7 +468,8 @@ def test_jobs_run_and_list_commands(cli_run, engine, settings, smtp_server):
     first = json.loads(cli_run("jobs", "run", "--json").stdout)
     assert [j["job"] for j in first["jobs"]] == ["allotment", "expiry", "quotes", "reminders",
                                                  "digest"]
-    assert first["sent"] == 1 and len(smtp_server.wait_for(1)) == 1  # Acme's digest
+    # A fresh desk: the digest period due now is the baseline, nothing mailed.
+    assert first["jobs"][-1]["skipped"] and first["sent"] == 0 and smtp_server.messages == []
     periods = {j["job"]: j["period"] for j in first["jobs"]}
     second = json.loads(cli_run("jobs", "run", "--json").stdout)["jobs"]
     # the real clock may cross an hour between the two runs: then `quotes` runs again

@@ -27,7 +27,7 @@ def served(tmp_path, db_url, engine, dovecot, smtp_server):
         credits.add_lot(session, desk, client=acme, kind=LotKind.PURCHASE, credits=4)
     config = write_config(tmp_path / "mailflow.yaml", db_url=db_url, imap_port=dovecot.port,
                           smtp_port=smtp_server.port, mailbox__imap__start="new")
-    process = ServeProcess(env_for(config, dovecot.password), tmp_path / "serve.log", "--no-scheduler")
+    process = ServeProcess(env_for(config, dovecot.password), tmp_path / "serve.log")
     yield process
     process.kill()
 
