@@ -17,7 +17,14 @@ from sqlalchemy.engine import Engine
 
 from mailflow.db import transaction
 from mailflow.desk import Desk
-from mailflow.services.inbound import Outcome, Source, handle_message, record_failure
+from mailflow.services.inbound import (
+    Outcome,
+    Source,
+    advance_marker,
+    handle_message,
+    prefetch_processed,
+    record_failure,
+)
 
 log = logging.getLogger("mailflow.intake")
 
@@ -62,33 +69,27 @@ def _keep_aside(engine: Engine, desk: Desk, raw: bytes, source: Source, reason: 
 
 def receive_batch(engine: Engine, desk: Desk, items: Sequence[tuple[Source, bytes]], *,
                   answers: bool = True) -> list[Outcome]:
-    """Process several messages in one transaction, a savepoint each: one commit
-    for the lot (the expensive part of a commit is its fsync), the same result
-    as one by one.  A message that fails is rolled back to its savepoint and
-    recorded as failed; if the batch itself cannot commit, each message is
-    retried on its own."""
+    """Process several messages in one transaction: one commit for the lot
+    (the expensive part of a commit is its fsync), the same result as one by
+    one.  If any message fails, or the batch collides with another writer,
+    the whole batch rolls back and each message is processed on its own with
+    `receive()` — failures are rare, so the common case pays for no savepoints."""
     outcomes: list[Outcome] = []
     try:
         with transaction(engine) as session:
+            prefetch_processed(session, [source for source, _ in items])
             for source, raw in items:
-                savepoint = session.begin_nested()
-                try:
-                    outcome = handle_message(session, desk, raw, source=source, answers=answers)
-                    savepoint.commit()
-                except _OUTAGE:
-                    raise
-                except Exception as error:
-                    savepoint.rollback()
-                    log.exception("message failed: uid=%s", source.uid)
-                    failure = session.begin_nested()
-                    outcome = record_failure(session, desk, raw, source=source,
-                                             reason=_reason(error))
-                    failure.commit()
-                outcomes.append(outcome)
+                outcomes.append(handle_message(session, desk, raw, source=source,
+                                               answers=answers, mark=False))
+            marked = [source for source, _ in items if source.uid is not None]
+            if marked:
+                advance_marker(session, desk, max(marked, key=lambda s: s.uid))
         return outcomes
     except _OUTAGE as error:
         raise DatabaseUnavailable(_reason(error)) from error
     except sqlalchemy.exc.IntegrityError:
         log.warning("batch collided with another writer; processing one by one")
+    except Exception:
+        log.warning("a message of the batch failed; processing the batch one by one")
     return [receive(engine, desk, raw, source=source, answers=answers)
             for source, raw in items]

@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from email.message import EmailMessage
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
 
-from sqlalchemy import or_
+from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
@@ -43,30 +46,51 @@ class SendReport:
         return self
 
 
-def build_email(desk: Desk, row: Outbox) -> EmailMessage:
+def _one_line(value: str) -> str:
+    """Header values never carry a line break, whatever a row holds."""
+    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+
+
+def _header(value: str) -> str | Header:
+    value = _one_line(value)
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def _text_part(body: str, subtype: str) -> MIMEText:
+    return MIMEText(body, subtype, "utf-8")
+
+
+def build_email(desk: Desk, row: Outbox) -> Message:
     """The outgoing message exactly as the row describes it: fixed Message-ID,
-    threading headers, and `Auto-Submitted` on automatic answers (RFC 3834)."""
+    threading headers, and `Auto-Submitted` on automatic answers (RFC 3834).
+
+    Built with the `compat32` classes: the modern header objects parse every
+    value they are given, which made building the message cost as much as
+    processing the inbound one; these headers are ours and already clean."""
     mailbox = desk.settings.mailbox
-    message = EmailMessage()
-    message["From"] = formataddr((mailbox.display_name, mailbox.address))
+    if row.body_html:
+        message: Message = MIMEMultipart("alternative")
+        message.attach(_text_part(row.body_text, "plain"))
+        message.attach(_text_part(row.body_html, "html"))
+    else:
+        message = _text_part(row.body_text, "plain")
+    message["From"] = formataddr((_one_line(mailbox.display_name), mailbox.address),
+                                 charset="utf-8")
     message["To"] = ", ".join(row.recipients)
-    message["Subject"] = row.subject
+    message["Subject"] = _header(row.subject)
     message["Date"] = format_datetime(row.created_at)
-    message["Message-ID"] = f"<{row.message_id}>"
+    message["Message-ID"] = f"<{_one_line(row.message_id)}>"
     if row.in_reply_to:
-        message["In-Reply-To"] = f"<{row.in_reply_to}>"
+        message["In-Reply-To"] = f"<{_one_line(row.in_reply_to)}>"
     if row.references:
         message["References"] = " ".join(f"<{ref}>" for ref in row.references.split())
     if row.reply_to:
-        message["Reply-To"] = row.reply_to
+        message["Reply-To"] = _one_line(row.reply_to)
     if row.auto:
         message["Auto-Submitted"] = "auto-replied"
-    message["X-Mailflow-Template"] = row.template
+    message["X-Mailflow-Template"] = _one_line(row.template)
     if row.request_id:
         message["X-Mailflow-Request"] = str(row.request_id)
-    message.set_content(row.body_text)
-    if row.body_html:
-        message.add_alternative(row.body_html, subtype="html")
     return message
 
 
@@ -93,28 +117,28 @@ def claim(engine: Engine, desk: Desk, limit: int) -> list[Outbox]:
 
 
 def _record(engine: Engine, desk: Desk, row: Outbox, error: SendError | None) -> str:
-    with transaction(engine) as session:
-        current = session.get(Outbox, row.id)
-        if error is None:
-            current.status, current.sent_at, current.last_error = (
-                OutboxStatus.SENT, desk.now(), None)
-            outcome = "sent"
-        elif error.scope == "connection":
-            # The server (down, login refused), not this message, failed: keep it
-            # pending without spending an attempt, so an outage never fails mail.
-            current.status, current.last_error = OutboxStatus.PENDING, str(error)[:1000]
-            current.attempts = max(0, current.attempts - 1)
-            current.next_attempt_at = desk.now() + BACKOFF_BASE
-            outcome = "retrying"
-        elif isinstance(error, PermanentSendError) or \
-                current.attempts >= desk.settings.smtp.max_attempts:
-            current.status, current.last_error = OutboxStatus.FAILED, str(error)[:1000]
-            outcome = "failed"
-        else:
-            current.status, current.last_error = OutboxStatus.PENDING, str(error)[:1000]
-            current.next_attempt_at = desk.now() + backoff(current.attempts)
-            outcome = "retrying"
-        session.add(current)
+    """Write one send's result at once (a crash right after a send can then
+    repeat at most that one message).  One UPDATE, no ORM round trip."""
+    now = desk.now()
+    if error is None:
+        values, outcome = {"status": OutboxStatus.SENT, "sent_at": now, "last_error": None}, \
+            "sent"
+    elif error.scope == "connection":
+        # The server (down, login refused), not this message, failed: keep it
+        # pending without spending an attempt, so an outage never fails mail.
+        values = {"status": OutboxStatus.PENDING, "last_error": str(error)[:1000],
+                  "attempts": max(0, row.attempts - 1), "next_attempt_at": now + BACKOFF_BASE}
+        outcome = "retrying"
+    elif isinstance(error, PermanentSendError) or \
+            row.attempts >= desk.settings.smtp.max_attempts:
+        values, outcome = {"status": OutboxStatus.FAILED, "last_error": str(error)[:1000]}, \
+            "failed"
+    else:
+        values = {"status": OutboxStatus.PENDING, "last_error": str(error)[:1000],
+                  "next_attempt_at": now + backoff(row.attempts)}
+        outcome = "retrying"
+    with engine.begin() as connection:
+        connection.execute(update(Outbox).where(Outbox.id == row.id).values(**values))
     return outcome
 
 

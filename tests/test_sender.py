@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from mailflow.cli import cli
 from mailflow.config import SmtpSettings, settings_from_mapping
-from mailflow.db import create_db_engine, is_postgres, transaction
+from mailflow.db import create_db_engine, transaction
 from mailflow.desk import Desk
 from mailflow.models import Outbox, OutboxStatus
 from mailflow.sender import backoff, claim, send_due
@@ -225,13 +225,23 @@ def test_login_refused_keeps_mail_pending(engine, clock, smtp_settings, monkeypa
 
 def test_a_row_that_cannot_become_a_message_does_not_block_the_rest(engine, sender_desk,
                                                                     smtp_server):
-    bad = add_row(engine, sender_desk, 1, subject="broken\nInjected: header")
+    bad = add_row(engine, sender_desk, 1, to_addrs="")  # nobody to send it to
     good = add_row(engine, sender_desk, 2)
     report = send_due(engine, sender_desk)
     assert (report.sent, report.failed) == (1, 1)
     assert get(engine, bad.id).status == OutboxStatus.FAILED
-    assert "cannot build" in get(engine, bad.id).last_error
+    assert "no recipients" in get(engine, bad.id).last_error
     assert message_ids(smtp_server) == [good.message_id]
+
+
+def test_a_line_break_in_a_stored_subject_never_becomes_a_header(engine, sender_desk,
+                                                                 smtp_server):
+    add_row(engine, sender_desk, 1, subject="broken\r\nBcc: victim@elsewhere.example")
+    assert send_due(engine, sender_desk).sent == 1
+    (captured,) = smtp_server.messages
+    message = captured.message()
+    assert message["Bcc"] is None and "victim" not in "".join(captured.recipients)
+    assert message["Subject"] == "broken Bcc: victim@elsewhere.example"
 
 
 def test_stale_claim_is_resent_after_the_claim_timeout_with_same_message_id(
@@ -249,13 +259,11 @@ def test_stale_claim_is_resent_after_the_claim_timeout_with_same_message_id(
     assert get(engine, row.id).status == OutboxStatus.SENT
 
 
-def test_two_senders_on_postgresql_never_send_a_row_twice(db_url, clock, smtp_server,
-                                                          smtp_settings):
+def test_two_senders_never_send_a_row_twice(db_url, clock, smtp_server, smtp_settings):
+    """SKIP LOCKED on PostgreSQL; BEGIN IMMEDIATE claims on SQLite."""
     first = create_db_engine(db_url)
     second = create_db_engine(db_url)
     try:
-        if not is_postgres(first):
-            pytest.skip("SKIP LOCKED concurrency is a PostgreSQL matter (SQLite has one writer)")
         desk = Desk(make_settings(smtp_settings), clock=clock)
         rows = [add_row(first, desk, n) for n in range(1, 61)]
         reports, errors = [], []

@@ -43,6 +43,7 @@ def add_client(session: Session, desk: Desk, *, name: str, emails: list[str],
     for address in addresses:
         session.add(Contact(client_id=client.id, email=address))
     session.flush()
+    session.info.pop("client_by_address", None)
     return client
 
 
@@ -63,10 +64,15 @@ def find_client(session: Session, ref: str) -> Client:
 
 
 def client_by_address(session: Session, address: str | None) -> Client | None:
+    """The client an address belongs to (one query, remembered for the transaction)."""
     if not address:
         return None
-    contact = session.exec(select(Contact).where(Contact.email == address.lower())).first()
-    return session.get(Client, contact.client_id) if contact else None
+    address = address.lower()
+    known = session.info.setdefault("client_by_address", {})
+    if address not in known:
+        known[address] = session.exec(select(Client).join(Contact, Contact.client_id == Client.id)
+                                      .where(Contact.email == address)).first()
+    return known[address]
 
 
 def client_emails(session: Session, client_id: int) -> list[str]:

@@ -31,8 +31,14 @@ from mailflow.models import Client, Entry, Lot
 
 def lock_client(session: Session, client_id: int) -> Client:
     """Serialise balance changes of one client (row lock on PostgreSQL; SQLite's
-    BEGIN IMMEDIATE already admits one writer)."""
+    BEGIN IMMEDIATE already admits one writer).  Lots read before the lock may
+    be stale, so the transaction's cache of them is dropped."""
+    forget_lots(session, client_id)
     return session.exec(select(Client).where(Client.id == client_id).with_for_update()).one()
+
+
+def forget_lots(session: Session, client_id: int) -> None:
+    session.info.get("lots", {}).pop(client_id, None)
 
 
 def _remaining_by_lot(client_id: int):
@@ -41,12 +47,18 @@ def _remaining_by_lot(client_id: int):
 
 
 def lots_with_remaining(session: Session, client_id: int) -> list[tuple[Lot, int]]:
-    """Every lot of a client with what is left of it, in one query."""
-    remaining = _remaining_by_lot(client_id)
-    rows = session.exec(select(Lot, func.coalesce(remaining.c.left, 0))
-                        .outerjoin(remaining, remaining.c.lot_id == Lot.id)
-                        .where(Lot.client_id == client_id).order_by(Lot.id))
-    return [(lot, int(left)) for lot, left in rows]
+    """Every lot of a client with what is left of it, in one query.
+
+    Cached for the transaction (every message of a batch ends with the
+    client's balance); every ledger write below forgets the client's entry."""
+    cache = session.info.setdefault("lots", {})
+    if client_id not in cache:
+        remaining = _remaining_by_lot(client_id)
+        rows = session.exec(select(Lot, func.coalesce(remaining.c.left, 0))
+                            .outerjoin(remaining, remaining.c.lot_id == Lot.id)
+                            .where(Lot.client_id == client_id).order_by(Lot.id))
+        cache[client_id] = [(lot, int(left)) for lot, left in rows]
+    return cache[client_id]
 
 
 def as_balances(lots: list[tuple[Lot, int]]) -> list[LotBalance]:
@@ -93,6 +105,7 @@ def add_lot(session: Session, desk: Desk, *, client: Client, kind: LotKind, cred
     session.add(Entry(client_id=client.id, lot_id=lot.id, delta=credits, kind=entry_kind,
                       actor=actor, at=granted_at, note=note or f"{kind.value} lot"))
     session.flush()
+    forget_lots(session, client.id)
     sweep_expired(session, desk, client.id)
     return lot
 
@@ -116,6 +129,7 @@ def debit(session: Session, desk: Desk, *, client_id: int, credits: int, request
                           kind=EntryKind.DEBIT, request_id=request_id, actor=actor, at=now,
                           note=note))
     session.flush()
+    forget_lots(session, client_id)
     return allocation.draws
 
 
@@ -135,6 +149,7 @@ def refund(session: Session, desk: Desk, *, client_id: int, request_id: int, act
                           kind=EntryKind.REFUND, request_id=request_id, actor=actor, at=now,
                           note=note))
     session.flush()
+    forget_lots(session, client_id)
     # A refund onto a lot that has expired meanwhile is written off at once.
     sweep_expired(session, desk, client_id)
     return sum(draw.credits for draw in draws)
@@ -156,6 +171,7 @@ def sweep_expired(session: Session, desk: Desk, client_id: int | None = None) ->
                               kind=EntryKind.EXPIRY, actor="system", at=expires[draw.lot_id],
                               note="expired"))
             total += draw.credits
+            forget_lots(session, cid)
     session.flush()
     return total
 

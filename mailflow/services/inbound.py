@@ -74,12 +74,34 @@ def message_key(msg: InboundMessage, raw: bytes) -> str:
     return msg.message_id or f"sha256:{hashlib.sha256(raw).hexdigest()}"
 
 
+def prefetch_processed(session: Session, sources: list[Source]) -> None:
+    """Look up the processed-markers of a whole batch of UIDs in one query;
+    `find_processed` then asks the database only by Message-ID."""
+    by_box: dict[tuple, list[int]] = {}
+    for source in sources:
+        if source.uid is not None:
+            by_box.setdefault((source.mailbox, source.uidvalidity), []).append(source.uid)
+    known = session.info.setdefault("processed_uids", {})
+    for (mailbox, uidvalidity), uids in by_box.items():
+        rows = session.exec(select(Inbound).where(Inbound.mailbox == mailbox,
+                                                  Inbound.uidvalidity == uidvalidity,
+                                                  Inbound.uid.in_(uids))).all()
+        found = {row.uid: row for row in rows}
+        for uid in uids:
+            known[(mailbox, uidvalidity, uid)] = found.get(uid)
+
+
 def find_processed(session: Session, source: Source, key: str | None) -> Inbound | None:
     """The processed-marker: by folder UID first, then by Message-ID."""
     if source.uid is not None:
-        row = session.exec(select(Inbound).where(Inbound.mailbox == source.mailbox,
-                                                 Inbound.uidvalidity == source.uidvalidity,
-                                                 Inbound.uid == source.uid)).first()
+        known = session.info.get("processed_uids", {})
+        marker = (source.mailbox, source.uidvalidity, source.uid)
+        if marker in known:
+            row = known[marker]
+        else:
+            row = session.exec(select(Inbound).where(Inbound.mailbox == source.mailbox,
+                                                     Inbound.uidvalidity == source.uidvalidity,
+                                                     Inbound.uid == source.uid)).first()
         if row is not None:
             return row
     if key:
@@ -291,12 +313,13 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
 # --- the entry --------------------------------------------------------------------
 
 def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source = Source(),
-                   answers: bool = True) -> Outcome:
+                   answers: bool = True, mark: bool = True) -> Outcome:
     """Record, classify and act on one raw message, in the caller's transaction.
 
     A message already recorded (same folder UID, or same Message-ID) is
     recognised and nothing happens again.  With `answers=False` (history
     import) the message is recorded and linked but nothing is changed or sent.
+    `mark=False`: the caller advances the folder's marker once for a batch.
     """
     max_bytes = int(desk.settings.policy.max_message_mb * 1024 * 1024)
     msg = parse_message(raw, max_bytes=max_bytes)
@@ -305,7 +328,8 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
     if existing is not None:
         return Outcome(status=InboundStatus(existing.status), verdict=existing.classification,
                        request_id=existing.request_id, inbound_id=existing.id, duplicate=True)
-    facts, ctx = gather(session, desk, msg)
+    with session.no_autoflush:  # reads only; the previous message is flushed already
+        facts, ctx = gather(session, desk, msg)
     decision = decide(facts)
     if answers:
         status, note = act(session, desk, decision, ctx)
@@ -326,14 +350,15 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
         session.add(Attachment(inbound_id=row.id, filename=attachment.filename,
                                content_type=attachment.content_type, size=attachment.size,
                                data=attachment.data or None))
-    advance_marker(session, desk, source)
+    if mark:
+        advance_marker(session, desk, source)
     session.flush()
     return Outcome(status=status, verdict=verdict, request_id=row.request_id,
                    inbound_id=row.id, reason=row.reason)
 
 
 def record_failure(session: Session, desk: Desk, raw: bytes, *, source: Source,
-                   reason: str) -> Outcome:
+                   reason: str, mark: bool = True) -> Outcome:
     """Keep a message that could not be processed, with the reason, and tell staff."""
     msg = parse_message(raw, max_bytes=int(desk.settings.policy.max_message_mb * 1024 * 1024))
     key = message_key(msg, raw)
@@ -349,7 +374,8 @@ def record_failure(session: Session, desk: Desk, raw: bytes, *, source: Source,
     notify_staff(session, desk, template="staff/failed", context={
         "from_addr": msg.from_addr or "(none)", "subject": msg.subject, "reason": reason,
         "folder": desk.settings.mailbox.imap.failed_folder})
-    advance_marker(session, desk, source)
+    if mark:
+        advance_marker(session, desk, source)
     session.flush()
     return Outcome(status=InboundStatus.FAILED, verdict="failed", inbound_id=row.id,
                    reason=reason)

@@ -118,22 +118,31 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
 def over_autoreply_limit(session: Session, desk: Desk, recipients: str) -> bool:
     """Automatic answers to one address are capped per hour: a loop with an
     autoresponder we failed to recognise stops there.  The row is still written
-    (status `suppressed`), so nothing is lost from the record."""
-    limit = desk.settings.policy.autoreply_limit_per_hour
-    since = desk.now() - timedelta(hours=1)
-    sent = session.exec(select(func.count()).select_from(Outbox).where(
-        Outbox.to_addrs == recipients, Outbox.auto.is_(True), Outbox.created_at >= since,
-        Outbox.status != OutboxStatus.SUPPRESSED)).one()
-    return sent >= limit
+    (status `suppressed`), so nothing is lost from the record.
+
+    Counts once per address and transaction, then in memory: a batch of
+    messages from one sender asks the database once."""
+    counts = session.info.setdefault("auto_answers", {})
+    if recipients not in counts:
+        since = desk.now() - timedelta(hours=1)
+        counts[recipients] = session.exec(select(func.count()).select_from(Outbox).where(
+            Outbox.to_addrs == recipients, Outbox.auto.is_(True), Outbox.created_at >= since,
+            Outbox.status != OutboxStatus.SUPPRESSED)).one()
+    if counts[recipients] >= desk.settings.policy.autoreply_limit_per_hour:
+        return True
+    counts[recipients] += 1
+    return False
 
 
 def notify_staff(session: Session, desk: Desk, *, template: str, context: Mapping[str, Any],
-                 client: Client | None = None, request: Request | None = None) -> Outbox | None:
+                 client: Client | None = None, request: Request | None = None,
+                 thread: bool = True) -> Outbox | None:
     recipients = desk.settings.staff.notify
     if not recipients:
         return None
     return queue_message(session, desk, template=template, to=recipients, context=context,
-                         client=client, request=request, lang=desk.settings.language)
+                         client=client, request=request, lang=desk.settings.language,
+                         thread=thread)
 
 
 def list_outbox(session: Session, *, include_sent: bool = True, limit: int = 200) -> list[Outbox]:

@@ -85,12 +85,14 @@ def create_request(session: Session, desk: Desk, *, client: Client, requester: s
                       text=text, status=Status.RECEIVED, created_at=now, updated_at=now)
     session.add(request)
     session.flush()
+    # A new request has no thread yet but the message that opened it.
     queue_message(session, desk, template="client/ack", to=[request.requester],
                   client=client, request=request, auto=auto, in_reply_to=inbound_message_id,
+                  thread=False,
                   context={"catalog_groups": catalog_groups(desk, client.lang),
                            "similar": similar_tasks(desk, subject, text, client.lang)})
     notify_staff(session, desk, template="staff/new_request", client=client, request=request,
-                 context={"from_addr": request.requester, "text": text})
+                 context={"from_addr": request.requester, "text": text}, thread=False)
     return request
 
 
