@@ -57,9 +57,12 @@ _DAEMONS = frozenset(
 #: Senders that say nobody reads answers: replying can only loop or bounce.
 _NO_REPLY = frozenset({"no-reply", "noreply", "do-not-reply", "donotreply", "no_reply"})
 #: Lines only a delivery report contains (RFC 3464 fields, classic MTA texts).
+# [ \t]*, not \s*: a pattern that can span lines makes a body of blank lines
+# cost quadratic time (minutes for 80 KB), and any sender can write one.
 _DSN_BODY = re.compile(
-    r"^\s*(?:final-recipient|original-recipient|diagnostic-code|remote-mta|reporting-mta)\s*:|"
-    r"^\s*action\s*:\s*(?:failed|delayed)|transcript of session follows|"
+    r"^[ \t]*(?:final-recipient|original-recipient|diagnostic-code|remote-mta|reporting-mta)"
+    r"[ \t]*:|"
+    r"^[ \t]*action[ \t]*:[ \t]*(?:failed|delayed)|transcript of session follows|"
     r"the original message was received at|this is the mail system at host|"
     r"could not be delivered to|delivery to the following recipient",
     re.IGNORECASE | re.MULTILINE,
