@@ -27,11 +27,17 @@ from sqlmodel import select
 from mailflow.adapters.imap import FolderState, Mailbox
 from mailflow.db import is_postgres, transaction
 from mailflow.desk import Desk
-from mailflow.intake import receive_batch
+from mailflow.intake import DatabaseUnavailable, receive_batch
 from mailflow.models import Inbound, InboundStatus, MailboxState
 from mailflow.services.inbound import Outcome, Source
 
 log = logging.getLogger("mailflow.poller")
+
+# Messages per commit.  One commit for several messages saves most of the cost
+# of committing; a small group keeps the write lock short (on SQLite the outbox
+# sender waits for it to record what it sent: the shorter the wait, the smaller
+# the window in which a crash can make a message go out twice).
+COMMIT_GROUP = 10
 
 
 @dataclass
@@ -77,9 +83,14 @@ def advisory_lock(engine: Engine, key: str) -> Iterator[bool]:
             yield bool(got)
         finally:
             if got:
-                connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"),
-                                   {"k": _lock_id(key)})
-                connection.commit()
+                try:
+                    connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"),
+                                       {"k": _lock_id(key)})
+                    connection.commit()
+                except sa.exc.DBAPIError:
+                    # The server went away (its restart released the lock with
+                    # the session); do not let this hide the error in hand.
+                    connection.invalidate()
 
 
 class Poller:
@@ -134,13 +145,16 @@ class Poller:
                   start: str | None = None) -> PollReport:
         """Process all mail waiting now; returns what happened."""
         report = PollReport()
-        with advisory_lock(self.engine, f"poller:{self.key}") as got:
-            if not got:
-                report.skipped_locked = True
-                log.info("another instance is polling %s", self.key)
-                return report
-            self._poll_locked(report, since=since, answers=answers,
-                              start=start or self.desk.settings.mailbox.imap.start)
+        try:
+            with advisory_lock(self.engine, f"poller:{self.key}") as got:
+                if not got:
+                    report.skipped_locked = True
+                    log.info("another instance is polling %s", self.key)
+                    return report
+                self._poll_locked(report, since=since, answers=answers,
+                                  start=start or self.desk.settings.mailbox.imap.start)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+            raise DatabaseUnavailable(str(error).strip().splitlines()[0]) from error
         return report
 
     def _poll_locked(self, report: PollReport, *, since: date | None, answers: bool,
@@ -167,7 +181,12 @@ class Poller:
             batch = todo[start_index:start_index + batch_size]
             fetched = box.fetch(batch)
             items = [(Source(self.key, folder.uidvalidity, uid), raw) for uid, raw in fetched]
-            outcomes = receive_batch(self.engine, self.desk, items, answers=answers)
+            outcomes: list[Outcome] = []
+            for group_start in range(0, len(items), COMMIT_GROUP):
+                group = items[group_start:group_start + COMMIT_GROUP]
+                outcomes += receive_batch(self.engine, self.desk, group, answers=answers)
+                if self.after_batch:
+                    self.after_batch()  # the sender starts on this group's answers now
             moves: dict[str, list[int]] = {}
             for (source, _raw), outcome in zip(items, outcomes, strict=True):
                 report.add(outcome)
@@ -182,5 +201,3 @@ class Poller:
                 box.move(uids, destination)
             if self.progress:
                 self.progress(min(start_index + batch_size, len(todo)), len(todo))
-            if self.after_batch:
-                self.after_batch()

@@ -55,9 +55,16 @@ class Service:
             try:
                 if not self.mailbox.connected:
                     self.mailbox.connect()
-                poller.poll_once()
+                report = poller.poll_once()
                 self.wake_sender()
                 backoff.reset()
+                if report.skipped_locked:
+                    # Another instance holds this mailbox: look again soon rather
+                    # than wait on IDLE for mail it may have left behind.
+                    self.stop.wait(1.0)
+                    continue
+                if report.processed or report.failed or report.duplicates:
+                    continue  # mail may have arrived while we worked: poll again first
                 if self.mailbox.has_idle:
                     with self._lock:
                         if self.stop.is_set():

@@ -161,10 +161,15 @@ def sweep_expired(session: Session, desk: Desk, client_id: int | None = None) ->
     Idempotent: a swept lot has nothing left, so a second sweep writes nothing."""
     now = desk.now()
     clients = [client_id] if client_id is not None else list(session.exec(
-        select(Lot.client_id).where(Lot.expires_at <= now).distinct()))
+        select(Lot.client_id).where(Lot.expires_at <= now).distinct()
+        .order_by(Lot.client_id)))
     total = 0
     for cid in clients:
-        lots = [lot for lot in lot_balances(session, cid)]
+        if client_id is None:
+            # Lock each client, in id order like every other multi-client job,
+            # so two instances never deadlock and never write a lot off twice.
+            lock_client(session, cid)
+        lots = lot_balances(session, cid)
         expires = {lot.lot_id: lot.expires_at for lot in lots}
         for draw in expired_remainders(lots, now):
             session.add(Entry(client_id=cid, lot_id=draw.lot_id, delta=-draw.credits,

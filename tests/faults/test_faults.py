@@ -261,10 +261,6 @@ def private_postgres():
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: poller.advisory_lock unlocks on the dead connection in its `finally`; the "
-    "OperationalError replaces DatabaseUnavailable and Service.mail_loop, which catches only "
-    "MailboxError and DatabaseUnavailable, lets the mail thread crash: serve exits 1"))
 def test_postgres_restarted_mid_backlog_mail_waits_and_is_processed_once(
         tmp_path, private_postgres, dovecot, smtp_server):
     url = private_postgres.create_database(f"mailflow_{uuid.uuid4().hex[:8]}")

@@ -120,11 +120,6 @@ def tokyo(*args) -> datetime:
     return datetime(*args, tzinfo=TOKYO)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: across two instances the allotment job (add_lot: client rows FOR UPDATE in id order) "
-    "runs concurrently with the expiry job (sweep_expired: entries inserted without a client "
-    "lock, clients in no order, so FOR KEY SHARE locks in another order): PostgreSQL detects a "
-    "deadlock, the month's allotment fails in one instance and is skipped by the other"))
 def test_each_scheduled_job_runs_once_per_period_across_two_instances(pg_db_url, pg_engine):
     settings = settings_from_mapping({"mailbox": {"address": "support@agency.example"},
                                       "staff": {"notify": ["staff@agency.example"]},
