@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from mailflow.db import transaction
 from mailflow.desk import Desk
+from mailflow.models import InboundStatus
 from mailflow.services.inbound import (
     Outcome,
     Source,
@@ -46,11 +47,11 @@ def receive(engine: Engine, desk: Desk, raw: bytes, *, source: Source = Source()
         try:
             with transaction(engine) as session:
                 return handle_message(session, desk, raw, source=source, answers=answers)
-        except sqlalchemy.exc.IntegrityError:
+        except sqlalchemy.exc.IntegrityError as error:
             # Another process recorded the same message meanwhile: the second
             # attempt recognises it as a duplicate.
             if attempt == 2:
-                raise
+                return _keep_aside(engine, desk, raw, source, _reason(error))
         except _OUTAGE as error:
             raise DatabaseUnavailable(_reason(error)) from error
         except Exception as error:  # a defect of ours or of the message: keep it aside
@@ -60,11 +61,19 @@ def receive(engine: Engine, desk: Desk, raw: bytes, *, source: Source = Source()
 
 
 def _keep_aside(engine: Engine, desk: Desk, raw: bytes, source: Source, reason: str) -> Outcome:
+    """Record the failure; if even that fails, say so in the log and return a
+    failed outcome anyway: the caller moves the mail to the failed folder, so
+    it is kept there and nothing loops on it."""
     try:
         with transaction(engine) as session:
             return record_failure(session, desk, raw, source=source, reason=reason)
     except _OUTAGE as error:
         raise DatabaseUnavailable(_reason(error)) from error
+    except Exception as error:
+        log.critical("cannot record the failed message (uid=%s, %s): %s; it is kept only "
+                     "in the failed folder", source.uid, reason, _reason(error))
+        return Outcome(status=InboundStatus.FAILED, verdict="failed",
+                       reason=f"{reason}; not recorded: {_reason(error)}")
 
 
 def receive_batch(engine: Engine, desk: Desk, items: Sequence[tuple[Source, bytes]], *,

@@ -81,15 +81,19 @@ def rule_automatic(f: Facts) -> Decision | None:
     return Decision(Verdict.AUTOMATIC) if f.automatic else None
 
 
+def rule_forged(f: Facts) -> Decision | None:
+    """A sender our own mail server says is forged (DMARC fail) is never acted on
+    and never answered — not only for APPROVE/REJECT: a forged request would
+    spend staff time and a forged BALANCE would leak a client's statement."""
+    return Decision(Verdict.FORGED) if f.dmarc_failed else None
+
+
 def rule_unlinked(f: Facts) -> Decision | None:
     """Not linked to a request: a new request, a balance question, or a stranger.
     An unlinked APPROVE still becomes a request: nothing a client writes is lost."""
     if f.request_id is not None and f.sender_client_id == f.request_client_id:
         return None
     if f.request_id is not None and f.sender_client_id is not None and f.command in _ANSWERS:
-        # A forged sender gets no answer, whoever it pretends to be (§3 step 4).
-        if f.dmarc_failed:
-            return Decision(Verdict.FORGED)
         return Decision(Verdict.NOT_AUTHORISED, Reason.NOT_CLIENT)
     if f.sender_client_id is None:
         return Decision(Verdict.UNKNOWN_SENDER)
@@ -102,8 +106,6 @@ def rule_answer(f: Facts) -> Decision | None:
     """APPROVE / REJECT on a linked request: authorise, then act (§3 step 4)."""
     if f.command not in _ANSWERS:
         return None
-    if f.dmarc_failed:
-        return Decision(Verdict.FORGED)
     if not f.sender_may_answer:
         return Decision(Verdict.NOT_AUTHORISED, Reason.NOT_REQUESTER)
     if f.request_status is not Status.QUOTED:
@@ -126,7 +128,7 @@ def rule_linked_other(f: Facts) -> Decision | None:
     return Decision(Verdict.COMMENT)
 
 
-RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_unlinked, rule_answer,
+RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_forged, rule_unlinked, rule_answer,
                            rule_linked_other)
 
 
