@@ -498,7 +498,7 @@ def poll(app: App, once: bool, since: datetime | None, no_answers: bool, start: 
     from mailflow.adapters.imap import Mailbox, MailboxError
     from mailflow.logs import configure_logging
     from mailflow.poller import Poller
-    from mailflow.sender import BackgroundSender
+    from mailflow.sender import SenderProcess
 
     if since and not no_answers:
         raise click.UsageError("--since imports history: use it with --no-answers")
@@ -507,7 +507,7 @@ def poll(app: App, once: bool, since: datetime | None, no_answers: bool, start: 
         pass
     mailbox = Mailbox(app.settings.mailbox.imap)
     progress = _progress_printer() if not as_json and sys.stderr.isatty() else None
-    sender = BackgroundSender(app.engine, app.desk).start()  # sends while batches go on
+    sender = SenderProcess(app.engine, app.desk).start()  # sends while batches go on
     try:
         with mailbox:
             report = Poller(app.engine, app.desk, mailbox, progress=progress,

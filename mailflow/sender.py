@@ -10,6 +10,8 @@ in that narrow window and detectable by its fixed Message-ID; a loss is not.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from dataclasses import dataclass
 from datetime import timedelta
 from email.header import Header
@@ -23,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from mailflow.adapters.smtp_out import PermanentSendError, SendError, SmtpConnection
-from mailflow.db import transaction
+from mailflow.db import create_db_engine, transaction
 from mailflow.desk import Desk
 from mailflow.models import Outbox, OutboxStatus
 
@@ -206,60 +208,75 @@ def send_due(engine: Engine, desk: Desk, *, limit: int = 100,
     return report
 
 
-class BackgroundSender:
-    """Sends the outbox in a thread while the caller goes on processing mail.
+class SenderProcess:
+    """Sends the outbox in a child process while the caller goes on processing
+    mail: sending runs on the second core instead of competing with mail
+    processing for one interpreter lock.
 
-    `wake()` after each committed batch; the thread also looks every
-    `interval` seconds (rows written by other processes, retries that fell
-    due).  `stop()` ends the thread and sends what is left.
-    """
+    `wake()` after each committed group; the child also looks every `interval`
+    seconds (rows written by other processes, retries that fell due).  Fork it
+    before the caller starts threads.  The child opens its own database
+    connections, ignores SIGINT/SIGTERM (the parent stops it after the round in
+    hand) and exits by itself when the parent is gone."""
 
     def __init__(self, engine: Engine, desk: Desk, *, interval: float = 2.0) -> None:
-        import threading
+        import multiprocessing
 
+        context = multiprocessing.get_context("fork")
         self.engine, self.desk, self.interval = engine, desk, interval
-        self.report = SendReport()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mailflow-sender", daemon=True)
+        self._wake = context.Event()
+        self._stop = context.Event()
+        self._counts = context.Array("i", 3)  # sent, retrying, failed
+        self._parent = os.getpid()
+        self._process = context.Process(target=self._child, name="mailflow-sender",
+                                        daemon=True)
 
-    def start(self) -> BackgroundSender:
-        self._thread.start()
+    def start(self) -> SenderProcess:
+        self._process.start()
         return self
 
     def wake(self) -> None:
         self._wake.set()
 
     def stop(self, timeout: float = 120) -> SendReport:
-        """Stop the thread, then send what was committed meanwhile, here."""
+        """Stop the child after its round in hand, then send what is left, here."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=timeout)
+        self._process.join(timeout=timeout)
+        if self._process.is_alive():  # stuck on a dead server: its claim times out
+            self._process.kill()
+            self._process.join(timeout=10)
+        report = SendReport(*self._counts[:])
         try:
-            self.report += send_due(self.engine, self.desk)
+            report += send_due(self.engine, self.desk)
         except Exception as error:
             log.error("outbox sender: %s; the rest waits for the next run", error)
-        return self.report
+        return report
 
-    def _run(self) -> None:
+    def _child(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.engine.dispose(close=False)  # the parent's connections stay the parent's
+        engine = create_db_engine(self.engine.url.render_as_string(hide_password=False))
         failures = 0
-        while True:
+        while os.getppid() == self._parent:
             try:
-                round_report = send_due(self.engine, self.desk)
-                self.report += round_report
-                if round_report.sent or round_report.failed:
-                    log.info("outbox: %d sent, %d to retry, %d failed", round_report.sent,
-                             round_report.retrying, round_report.failed,
-                             extra={"sent": round_report.sent,
-                                    "retrying": round_report.retrying,
-                                    "failed": round_report.failed})
-                failures = 0
-                wait = self.interval
-            except Exception as error:  # SMTP settings, database outage: keep going
+                report = send_due(engine, self.desk)
+                with self._counts.get_lock():
+                    self._counts[0] += report.sent
+                    self._counts[1] += report.retrying
+                    self._counts[2] += report.failed
+                if report.sent or report.failed:
+                    log.info("outbox: %d sent, %d to retry, %d failed", report.sent,
+                             report.retrying, report.failed)
+                failures, wait = 0, self.interval
+            except Exception as error:
                 failures += 1
                 wait = min(60.0, self.interval * 2 ** failures)
                 log.error("outbox sender: %s; retry in %.0fs", error, wait)
             if self._stop.is_set():
-                return
+                break
             self._wake.wait(wait)
             self._wake.clear()
+        engine.dispose()
+        os._exit(0)

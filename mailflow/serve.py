@@ -5,8 +5,9 @@ Threads, each with one job:
   IDLE); every wake-up polls the folder, so a silent IDLE never leaves mail
   waiting longer than `poll_seconds`.  After each batch it wakes the sender,
   so sending overlaps with processing the next batch.
-- sender: sends the outbox when woken, and every few seconds for rows written
-  by other processes (`mailflow quote` from a staff shell) and for retries.
+- sender (a child process, so it runs on the other core): sends the outbox
+  when woken, and every few seconds for rows written by other processes
+  (`mailflow quote` from a staff shell) and for retries.
 - scheduler: APScheduler runs the periodic jobs; missed runs catch up once at start.
 - inbound SMTP/LMTP listener, when `inbound_smtp.enabled`.
 
@@ -28,7 +29,7 @@ from mailflow.adapters.imap import Backoff, Mailbox, MailboxError
 from mailflow.desk import Desk
 from mailflow.intake import DatabaseUnavailable
 from mailflow.poller import Poller
-from mailflow.sender import BackgroundSender
+from mailflow.sender import SenderProcess
 
 log = logging.getLogger("mailflow.serve")
 
@@ -37,7 +38,7 @@ class Service:
     engine: Engine
     desk: Desk
     stop: threading.Event = field(default_factory=threading.Event)
-    sender: BackgroundSender | None = None
+    sender: SenderProcess | None = None
     mailbox: Mailbox | None = None
     threads: list[threading.Thread] = field(default_factory=list)
     _idling: bool = False
@@ -153,13 +154,14 @@ class Service:
         """Run until `stop`; returns the exit code (0 after a clean stop)."""
         listener = None
         sched = None
+        # The sender is forked first, before this process starts any thread.
+        self.sender = SenderProcess(self.engine, self.desk).start()
         if self.desk.settings.inbound_smtp.enabled:
             from mailflow.adapters.smtp_in import InboundListener
 
             listener = InboundListener(self.engine, self.desk,
                                        on_message=lambda _outcome: self.wake_sender())
             listener.start()
-        self.sender = BackgroundSender(self.engine, self.desk).start()
         self._thread("mail", self.mail_loop)
         if scheduler:
             sched = self.start_scheduler()
