@@ -113,7 +113,7 @@ def stage_times(stats: pstats.Stats) -> list[tuple[str, int, float]]:
     out = []
     for label, suffix, name in STAGES:
         calls, total = 0, 0.0
-        for (path, _line, func), (cc, nc, _tt, ct, _callers) in stats.stats.items():
+        for (path, _line, func), (_cc, nc, _tt, ct, _callers) in stats.stats.items():
             if func == name and path.replace("\\", "/").endswith(suffix):
                 calls += nc
                 total += ct
