@@ -30,7 +30,7 @@ import sqlalchemy as sa  # noqa: E402
 from benchmarks import mailgen  # noqa: E402
 from tests.integration.procs import write_config  # noqa: E402
 from tests.servers.dovecot import Dovecot, dovecot_version  # noqa: E402
-from tests.servers.smtp import CaptureHandler, Captured, SmtpServer  # noqa: E402
+from tests.servers.smtp import Captured, CaptureHandler, SmtpServer  # noqa: E402
 
 PG_ADMIN = os.environ.get("MAILFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
