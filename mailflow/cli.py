@@ -208,7 +208,13 @@ def credits() -> None:
 def credits_grant(app: App, client_ref: str, amount: int, on: datetime | None,
                   expires_days: int | None, never_expires: bool, note: str | None,
                   as_json: bool) -> None:
-    """Grant N credits to CLIENT (they expire; an earlier --on imports a balance)."""
+    """Grant N credits to CLIENT (they expire; an earlier --on imports a balance).
+
+    \b
+    mailflow credits grant Acme 5                       # goodwill, expires in 90 days
+    mailflow credits grant Acme 5 --on 2026-09-01       # a balance the agency already had
+    mailflow credits grant Acme 2 --never-expires --note "apology for the outage"
+    """
     if expires_days and never_expires:
         raise click.UsageError("--expires-days and --never-expires exclude each other")
     _add_lot(app, client_ref, LotKind.GRANT, amount, on, expires_days, never_expires, note,
@@ -224,7 +230,12 @@ def credits_grant(app: App, client_ref: str, amount: int, on: datetime | None,
 @pass_app
 def credits_buy(app: App, client_ref: str, amount: int, on: datetime | None, note: str | None,
                 as_json: bool) -> None:
-    """Record a purchase of N credits (never expire; the price in yen is recorded)."""
+    """Record a purchase of N credits (never expire; the price in yen is recorded).
+
+    \b
+    mailflow credits buy Acme 3                  # 3 x credits.price_yen recorded
+    mailflow credits buy a@acme.example 10 --on 2026-11-01 --note "invoice 2026-118"
+    """
     _add_lot(app, client_ref, LotKind.PURCHASE, amount, on, None, False, note, as_json)
 
 
@@ -254,7 +265,12 @@ def _add_lot(app: App, client_ref: str, kind: LotKind, amount: int, on: datetime
 @json_option
 @pass_app
 def balance(app: App, client_ref: str, as_json: bool) -> None:
-    """Available credits, lots with their expiry, and the recent ledger."""
+    """Available credits, lots with their expiry, and the recent ledger.
+
+    \b
+    mailflow balance Acme
+    mailflow balance a@acme.example --json | jq .available
+    """
     desk = app.desk
     with app.session() as session:
         client = client_service.find_client(session, client_ref)
@@ -343,7 +359,12 @@ def _request_row(session, desk: Desk, request, *, messages: bool = False) -> dic
 @json_option
 @pass_app
 def requests_list(app: App, status: str | None, client_ref: str | None, as_json: bool) -> None:
-    """List requests, optionally by status or client."""
+    """List requests, optionally by status or client.
+
+    \b
+    mailflow requests --status received          # waiting for a quote
+    mailflow requests --client Acme --json
+    """
     with app.session() as session:
         client_id = client_service.find_client(session, client_ref).id if client_ref else None
         rows = [_request_row(session, app.desk, r) for r in request_service.list_requests(
@@ -454,7 +475,13 @@ def cancel(app: App, request_id: int, refund: bool) -> None:
 @json_option
 @pass_app
 def outbox(app: App, retry: bool, show_all: bool, as_json: bool) -> None:
-    """Pending and failed outgoing mail."""
+    """Pending and failed outgoing mail.
+
+    \b
+    mailflow outbox                  # what has not gone out yet, with the last error
+    mailflow outbox --retry          # queue permanently failed messages again
+    mailflow outbox --all --json     # everything, with the text as sent
+    """
     with app.session() as session:
         if retry:
             count = outbox_service.retry_failed(session, app.desk)
