@@ -549,6 +549,9 @@ def markdown(args, command: str, machine: dict[str, str], rows, notes_: list[str
               " included; it exits after the outbox is sent, so every answer has reached the"
               " SMTP server (checked against the outbox rows the run wrote)."]
     lines += [f"- {esc(note)}" for note in notes_]
+    analysis = Path(__file__).with_name("ANALYSIS.md")
+    if analysis.exists():  # the hand-kept reading of the figures, kept across runs
+        lines += ["", analysis.read_text(encoding="utf-8").strip()]
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ in that narrow window and detectable by its fixed Message-ID; a loss is not.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -232,6 +233,9 @@ class SenderProcess:
                                         daemon=True)
 
     def start(self) -> SenderProcess:
+        # Objects that exist now are never collected in the child: keeping the
+        # collector off them keeps the child from copying the parent's pages.
+        gc.freeze()
         self._process.start()
         return self
 
