@@ -558,9 +558,9 @@ def markdown(args, command: str, machine: dict[str, str], rows, notes_: list[str
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    # The issue asks for 2,000 / 10,000 / 10,000; at today's ~10 msg/s (SQLite) and
-    # ~5 msg/s (PostgreSQL) that is about an hour, so the defaults are sized down to
-    # finish in ~10 minutes on 2 cores.  Pass the full sizes to measure them.
+    # The issue asks for 2,000 / 10,000 / 10,000: about 12 minutes on 2 cores today,
+    # so the defaults are sized down to finish in about 4.  Pass the full sizes to
+    # measure them (docs/benchmarks.md holds such a run).
     parser.add_argument("--messages", type=int, default=500,
                         help="messages for the ingest row (default 500; the issue's size: 2000)")
     parser.add_argument("--backlog", type=int, default=1000,
