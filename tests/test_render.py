@@ -382,3 +382,11 @@ def test_held_notice_says_forged_when_dmarc_failed(renderer, lang):
     rendered = renderer.render("staff/held", lang, context)
     assert ("forged" in rendered.subject) if lang == "en" else ("なりすまし" in rendered.subject)
     assert "unknown sender" not in rendered.subject
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_held_notice_says_oversized_for_mail_over_the_limit(renderer, lang):
+    rendered = renderer.render("staff/held", lang, context_for(
+        "staff/held", kind="oversize", reason="30.0 MB, over policy.max_message_mb (25)"))
+    assert ("oversized" in rendered.subject) if lang == "en" else ("サイズ超過" in rendered.subject)
+    assert "max_message_mb" in rendered.text

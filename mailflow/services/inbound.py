@@ -310,6 +310,10 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
     return InboundStatus.PROCESSED, None
 
 
+# Mail no human wrote is recorded and ignored, whatever its size.
+_NEVER_ANSWERED = frozenset({Verdict.OWN, Verdict.AUTOMATIC, Verdict.BOUNCE})
+
+
 # --- the entry --------------------------------------------------------------------
 
 def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source = Source(),
@@ -331,13 +335,21 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
     with session.no_autoflush:  # reads only; the previous message is flushed already
         facts, ctx = gather(session, desk, msg)
     decision = decide(facts)
-    if answers:
-        status, note = act(session, desk, decision, ctx)
-        verdict = decision.verdict.value
-    else:
+    oversize = msg.size > max_bytes and decision.verdict not in _NEVER_ANSWERED
+    if not answers:
         status, note, verdict = InboundStatus.PROCESSED, "history import: recorded only", \
             f"history:{decision.verdict.value}"
-    keep_raw = status in (InboundStatus.HELD, InboundStatus.FAILED)
+    elif oversize:
+        # Only its headers were read: acting on it would act on half a message.
+        note = (f"{msg.size / 1048576:.1f} MB, over policy.max_message_mb "
+                f"({desk.settings.policy.max_message_mb:g}): held for staff; the original "
+                "stays in the mailbox")
+        _hold(session, desk, ctx, note, kind="oversize")
+        status, verdict = InboundStatus.HELD, "oversize"
+    else:
+        status, note = act(session, desk, decision, ctx)
+        verdict = decision.verdict.value
+    keep_raw = status in (InboundStatus.HELD, InboundStatus.FAILED) and not oversize
     row = Inbound(message_id=key, mailbox=source.mailbox, uidvalidity=source.uidvalidity,
                   uid=source.uid, from_addr=msg.from_addr, subject=msg.subject[:1000],
                   text=msg.text, status=status, classification=verdict,

@@ -159,12 +159,17 @@ def test_50_mb_attachment_is_recorded_without_its_data_in_bounded_memory(engine,
     print(f"\n{size / 2**20:.1f} MB message: {elapsed:.2f} s, peak {peak / 2**20:.1f} MB "
           f"({peak / size:.2f}x the message)")
     assert peak < 4 * size
-    assert outcome.status in (InboundStatus.PROCESSED, InboundStatus.FAILED)
+    # Only its headers were read: it is held for staff, not acted on half-read.
+    assert (outcome.status, outcome.verdict) == (InboundStatus.HELD, "oversize")
     row = inbound(engine, outcome.inbound_id)
-    assert "over the" in row.reason and "limit" in row.reason
+    assert "max_message_mb" in row.reason and "over the" in row.reason
+    assert row.raw is None  # the original stays in the mailbox, not in the database
     with transaction(engine) as session:
         stored = session.exec(select(Attachment).where(Attachment.inbound_id == row.id)).all()
+        notices = session.exec(select(Outbox)).all()
     assert all(a.data is None or len(a.data) < size for a in stored)
+    assert [(n.template, n.to_addrs) for n in notices] == [("staff/held", "staff@agency.example")]
+    assert "oversized" in notices[0].subject
 
 
 def test_5000_mime_parts_are_processed_in_bounded_time(engine, hdesk):
