@@ -79,20 +79,25 @@ def drop_pg_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def pg_db_url(pg_template):
+    """A fresh, migrated PostgreSQL database (for tests about PostgreSQL only)."""
+    template, reason = pg_template
+    if template is None:
+        unavailable(reason)
+    name = make_pg_database(template)
+    yield pg_url(name)
+    drop_pg_database(name)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path):
     """A fresh, migrated database URL: once on SQLite, once on PostgreSQL."""
     if request.param == "sqlite":
         path = tmp_path / "mailflow.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        yield f"sqlite:///{path}"
-        return
-    template, reason = request.getfixturevalue("pg_template")
-    if template is None:
-        unavailable(reason)
-    name = make_pg_database(template)
-    yield pg_url(name)
-    drop_pg_database(name)
+        return f"sqlite:///{path}"
+    return request.getfixturevalue("pg_db_url")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

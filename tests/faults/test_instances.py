@@ -24,7 +24,7 @@ from mailflow.desk import Desk
 from mailflow.models import Entry, Inbound, JobRun, Lot, Outbox, OutboxStatus, Request
 from mailflow.services import clients, credits
 from mailflow.services import requests as svc
-from tests.conftest import Clock, drop_pg_database, make_pg_database, pg_url, unavailable
+from tests.conftest import Clock
 from tests.faults.backlog import (
     append_all,
     check_exactly_once,
@@ -43,17 +43,6 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 # Mail that arrives while the other instance holds the mailbox's lock (or while a
 # batch is processed) waits for the next poll, not for IDLE: keep that short here.
 POLL_SECONDS = 3
-
-
-@pytest.fixture
-def pg_db_url(pg_template):
-    """A fresh migrated PostgreSQL database (these tests are about PostgreSQL only)."""
-    template, reason = pg_template
-    if template is None:
-        unavailable(reason)
-    name = make_pg_database(template)
-    yield pg_url(name)
-    drop_pg_database(name)
 
 
 @pytest.fixture
