@@ -19,6 +19,7 @@ import pytest
 from mailflow.config import Settings, settings_from_mapping
 from mailflow.db import create_db_engine, upgrade_schema
 from mailflow.desk import Desk
+from tests.requirements import unavailable
 
 try:  # the mail-server fixtures (Dovecot, aiosmtpd)
     from tests.servers.fixtures import *  # noqa: F403
@@ -26,7 +27,6 @@ except ImportError:  # pragma: no cover - only while that module is being writte
     pass
 
 PG_ADMIN = os.environ.get("MAILFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def pg_admin_connection() -> psycopg.Connection:
@@ -36,12 +36,6 @@ def pg_admin_connection() -> psycopg.Connection:
 def pg_url(name: str) -> str:
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     return f"{base}/{name}"
-
-
-def unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI must run these tests)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ they never skip for any other cause. Measurement helpers are shared with
 """
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from mailflow.core.autoreply import classify_automatic
 from mailflow.core.message import parse_message
+from tests.requirements import unavailable
 
 _REPORT = Path(__file__).resolve().parents[2] / "benchmarks" / "corpus_report.py"
 _spec = importlib.util.spec_from_file_location("corpus_report", _REPORT)
@@ -44,10 +44,7 @@ TEXT_THRESHOLD = 0.96
 def corpus() -> Path:
     root = report.corpus_root()
     if root is None:
-        reason = "mail corpus not found: set MAILFLOW_CORPUS to the shared corpus folder"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{reason} (CI must run the corpus tests)", pytrace=False)
-        pytest.skip(reason)
+        unavailable("mail corpus not found: set MAILFLOW_CORPUS to the shared corpus folder")
     return root
 
 

@@ -25,23 +25,17 @@ from collections.abc import Iterator
 import pytest
 
 from mailflow.config import ImapSettings, SmtpSettings
+from tests.requirements import unavailable
 from tests.servers.dovecot import Dovecot, DovecotError, dovecot_binary
 from tests.servers.smtp import SmtpServer
 
 __all__ = ["dovecot", "smtp_server", "imap_settings", "smtp_settings"]
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
     if dovecot_binary() is None:
-        reason = "dovecot is not installed (run scripts/install-system-deps.sh as root)"
-        if _in_ci():
-            pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
-        pytest.skip(reason)
+        unavailable("dovecot is not installed (run scripts/install-system-deps.sh as root)")
     server = None
     try:
         server = Dovecot()
@@ -49,9 +43,7 @@ def dovecot() -> Iterator[Dovecot]:
     except DovecotError as error:
         if server is not None:
             server.cleanup()
-        if _in_ci():
-            pytest.fail(f"cannot start Dovecot: {error}", pytrace=False)
-        pytest.skip(f"cannot start Dovecot: {error}")
+        unavailable(f"cannot start Dovecot: {error}")
     try:
         yield server
     finally:
