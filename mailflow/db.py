@@ -21,6 +21,7 @@ from sqlmodel import Session
 from mailflow.errors import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"  # Alembic's default, which migrations/env.py keeps
 
 
 def normalise_url(url: str) -> str:
@@ -100,7 +101,15 @@ def upgrade_schema(url: str, revision: str = "head") -> None:
 
 
 def schema_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
+    """The schema's Alembic revision, None before `mailflow db upgrade`.  Read from
+    Alembic's own table without importing Alembic, which would cost every command
+    about 0.3 s of start-up."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not sa.inspect(connection).has_table(VERSION_TABLE):
+            return None
+        revisions = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")
+                                       ).scalars().all()
+    if len(revisions) > 1:
+        raise ConfigError(f"the database is at several schema revisions at once "
+                          f"({', '.join(revisions)}); `mailflow db upgrade` cannot choose")
+    return revisions[0] if revisions else None

@@ -36,8 +36,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import TYPE_CHECKING
 
-from mailflow.config import Settings, settings_from_mapping
+if TYPE_CHECKING:
+    from mailflow.config import Settings
 
 log = logging.getLogger("mailflow.sandbox")
 
@@ -449,6 +451,8 @@ def sandbox_settings(world: MailWorld, database_url: str, *, poll_seconds: int =
     SMTP listener.  Everything else (time zone, credits, catalog, templates,
     policy) comes from BASE, by default the built-in defaults.  The IMAP
     password is put into this process's environment (`PASSWORD_ENV`)."""
+    from mailflow.config import settings_from_mapping
+
     os.environ[PASSWORD_ENV] = world.support.password
     data = base.model_dump(mode="json") if base is not None else {}
     data.update({

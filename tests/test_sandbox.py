@@ -157,6 +157,23 @@ def wait_for_mail(host: str, port: int, username: str, timeout: float) -> list[b
         client.logout()
 
 
+def banner_commands(banner: str) -> list[str]:
+    """The staff commands `mailflow dev` prints to try in another terminal."""
+    lines = [line.strip().strip("│").strip() for line in banner.splitlines()]
+    start = next(n for n, line in enumerate(lines) if line.endswith("another terminal:"))
+    end = next(n for n, line in enumerate(lines) if line.startswith("and reply APPROVE"))
+    return lines[start + 1:end]
+
+
+def run_banner_commands(banner: str, *, cwd) -> subprocess.CompletedProcess:
+    """The banner's staff commands in a new shell, in a directory of its own."""
+    commands = banner_commands(banner)
+    assert commands[-2:][0] == "mailflow requests", commands
+    cwd.mkdir()
+    return subprocess.run(["bash", "-c", "set -e\n" + "\n".join(commands)], cwd=cwd,
+                          env=clean_env(), capture_output=True, text=True, timeout=60)
+
+
 def test_dev_turns_mail_into_a_request_and_stops_on_sigterm(tmp_path):
     process = subprocess.Popen(dev_command(), cwd=tmp_path, env=clean_env(), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -164,8 +181,9 @@ def test_dev_turns_mail_into_a_request_and_stops_on_sigterm(tmp_path):
         output = Output(process.stdout)
         imap_port = int(output.wait_for(r"IMAP 127\.0\.0\.1 port (\d+)", 30).group(1))
         smtp_port = int(output.wait_for(r"SMTP 127\.0\.0\.1 port (\d+)", 5).group(1))
+        config = (tmp_path / ".sandbox" / "mailflow.yaml").resolve()
         for instruction in ("no SSL/TLS", "client   sandbox", "support  sandbox",
-                            "export MAILFLOW_CONFIG=.sandbox/mailflow.yaml"):
+                            f"export MAILFLOW_CONFIG={config}"):
             assert instruction in output.text
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
             smtp.sendmail(CLIENT, [SUPPORT], mail(sender=CLIENT, to=SUPPORT,
@@ -174,6 +192,10 @@ def test_dev_turns_mail_into_a_request_and_stops_on_sigterm(tmp_path):
         message = message_from_bytes(ack, policy=policy.default)
         assert message["Subject"].startswith("[REQ-1]")
         assert message["X-Mailflow-Template"] == "client/ack"
+        staff = run_banner_commands(output.text, cwd=tmp_path / "elsewhere")
+        assert staff.returncode == 0, staff.stdout + staff.stderr
+        assert "[REQ-1]" in staff.stdout and "New landing page" in staff.stdout
+        assert "[REQ-1] quoted 1 credits" in staff.stdout
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, output.text
     finally:

@@ -25,16 +25,14 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.panel import Panel
 from rich.rule import Rule
 from rich.text import Text
 
-from mailflow.cli import App, cli, console, pass_app
-from mailflow.core.ledger import LotKind
-from mailflow.db import create_db_engine, transaction, upgrade_schema
-from mailflow.desk import Desk
+from mailflow.cli.app import App, console, pass_app
 from mailflow.errors import MailflowError
 from mailflow.sandbox import (
     DEFAULT_IMAP_PORT,
@@ -44,9 +42,9 @@ from mailflow.sandbox import (
     SandboxError,
     sandbox_settings,
 )
-from mailflow.services import clients as client_service
-from mailflow.services import credits as ledger
-from mailflow.services import requests as request_service
+
+if TYPE_CHECKING:
+    from mailflow.desk import Desk
 
 log = logging.getLogger("mailflow.sandbox")
 
@@ -67,6 +65,11 @@ BOUGHT_CREDITS = 2
 
 def ensure_demo_clients(engine, desk: Desk) -> list[str]:
     """Create the demo clients (5 plan credits granted, 2 bought) unless they exist."""
+    from mailflow.core.ledger import LotKind
+    from mailflow.db import transaction
+    from mailflow.services import clients as client_service
+    from mailflow.services import credits as ledger
+
     created = []
     with transaction(engine) as session:
         for demo in DEMO_CLIENTS:
@@ -85,6 +88,9 @@ def ensure_demo_clients(engine, desk: Desk) -> list[str]:
 
 
 def client_addresses(engine) -> list[str]:
+    from mailflow.db import transaction
+    from mailflow.services import clients as client_service
+
     with transaction(engine) as session:
         return [address for client in client_service.list_clients(session)
                 for address in client_service.client_emails(session, client.id)]
@@ -104,7 +110,7 @@ def sync_accounts(world: MailWorld, engine) -> None:
 
 # -- the command ---------------------------------------------------------------------------
 
-@cli.command()
+@click.command()
 @click.option("--demo", is_flag=True,
               help="Play one scripted conversation through the sandbox, print it, exit.")
 @click.option("--database-url", metavar="URL",
@@ -127,6 +133,9 @@ def dev(app: App, demo: bool, database_url: str | None, imap_port: int, smtp_por
     mailflow dev              # run until Ctrl-C; connect Thunderbird or mutt
     mailflow dev --demo       # watch one request go from e-mail to completed
     """
+    from mailflow.db import create_db_engine, upgrade_schema
+    from mailflow.desk import Desk
+
     temporary = None
     if database_url is None:
         if demo:
@@ -134,7 +143,7 @@ def dev(app: App, demo: bool, database_url: str | None, imap_port: int, smtp_por
             database_url = f"sqlite:///{temporary / 'mailflow.db'}"
         else:
             DEFAULT_DATABASE.parent.mkdir(parents=True, exist_ok=True)
-            database_url = f"sqlite:///{DEFAULT_DATABASE}"
+            database_url = f"sqlite:///{DEFAULT_DATABASE.resolve()}"
     _configure_logging(logging.WARNING if demo else logging.INFO)
     stop = threading.Event()
     restore = {} if demo else _stop_on_signals(stop)
@@ -189,9 +198,11 @@ def _configure_logging(level: int) -> None:
 
 def write_staff_config(settings, path: Path) -> Path:
     """A config file for staff commands (`mailflow quote`, `complete`, ...) in
-    another terminal: the same database, mailbox and SMTP as the sandbox."""
+    another terminal: the same database, mailbox and SMTP as the sandbox.  Returns
+    its absolute path, so `export MAILFLOW_CONFIG=...` works from any directory."""
     import yaml
 
+    path = path.resolve()
     data = settings.model_dump(mode="json")
     url = data["database_url"]
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
@@ -204,9 +215,21 @@ def write_staff_config(settings, path: Path) -> Path:
     return path
 
 
+def activate_script() -> Path | None:
+    """The virtualenv's `activate` when the `mailflow` a new shell would find is
+    not this one (a checkout's .venv not activated): sourcing it fixes that."""
+    here = Path(sys.executable).parent / "mailflow"
+    found = shutil.which("mailflow")
+    if found is not None and Path(found).resolve() == here.resolve():
+        return None
+    activate = Path(sys.prefix) / "bin" / "activate"
+    return activate if sys.prefix != sys.base_prefix and activate.exists() else None
+
+
 def instructions(world: MailWorld, database_url: str, staff_config: Path | None = None,
-                 due: str = "YYYY-MM-DD") -> str:
-    """The connection details for people, as plain text."""
+                 due: str = "YYYY-MM-DD", activate: Path | None = None) -> str:
+    """The connection details for people, as plain text.  The staff commands name
+    files by absolute path: they work from any directory."""
     lines = [
         "A private mail world on this computer: loopback only, in memory",
         "(mailboxes start empty each time; requests stay in the database).",
@@ -232,6 +255,8 @@ def instructions(world: MailWorld, database_url: str, staff_config: Path | None 
         "the acknowledgement arrives within seconds.  Then, as staff, in",
         "another terminal:",
     ]
+    if activate is not None:
+        lines.append(f"  source {activate}")
     if staff_config is not None:
         lines.append(f"  export MAILFLOW_CONFIG={staff_config}")
     lines += [
@@ -252,10 +277,17 @@ def instructions(world: MailWorld, database_url: str, staff_config: Path | None 
 
 
 def print_instructions(world: MailWorld, settings, *, staff_config: Path | None) -> None:
+    from mailflow.desk import Desk
+
     due = (Desk(settings).today() + timedelta(days=7)).isoformat()
-    text = instructions(world, settings.database_url, staff_config, due)
-    console.print(Panel(Text(text), title="mailflow dev", expand=False))
-    console.file.flush()
+    text = instructions(world, settings.database_url, staff_config, due, activate_script())
+    if max(map(len, text.splitlines())) + 4 <= console().width:
+        console().print(Panel(Text(text), title="mailflow dev", expand=False))
+    else:  # a panel would break the long paths of the commands to copy
+        console().print(Rule("mailflow dev"))
+        console().print(Text(text), soft_wrap=True)
+        console().print(Rule())
+    console().file.flush()
 
 
 # -- running mailflow against the world -----------------------------------------------------
@@ -332,7 +364,7 @@ def serve_until_stopped(world: MailWorld, engine, desk: Desk, stop: threading.Ev
     finally:
         stop.set()
         helper.join(10)
-    console.print("sandbox stopped")
+    console().print("sandbox stopped")
     return code
 
 
@@ -421,7 +453,7 @@ class Transcript:
 
     def heading(self, title: str) -> None:
         self.step += 1
-        console.print(Rule(Text(f"{self.step}. {title}", style="bold"), align="left"))
+        console().print(Rule(Text(f"{self.step}. {title}", style="bold"), align="left"))
 
     def mail(self, message: EmailMessage, *, via: str, ours: bool = True) -> None:
         sender = parseaddr(str(message.get("From", "")))[1]
@@ -429,7 +461,7 @@ class Transcript:
         head = Text()
         head.append(f"{sender} → {recipients}", style="cyan")
         head.append(f"   ({via})", style="dim")
-        console.print(head)
+        console().print(head)
         self._line(Text("Subject: ", style="bold") + Text(str(message.get("Subject", "")).strip()))
         text = body_text(message)
         shown = first_lines(text)
@@ -441,10 +473,10 @@ class Transcript:
 
     @staticmethod
     def _line(text: Text) -> None:
-        console.print(text, no_wrap=True, overflow="ellipsis")
+        console().print(text, no_wrap=True, overflow="ellipsis")
 
     def action(self, who: str, what: str) -> None:
-        console.print(Text(f"{who}: ", style="magenta") + Text(what))
+        console().print(Text(f"{who}: ", style="magenta") + Text(what))
 
 
 def client_mail(*, sender: str, to: str, subject: str, body: str,
@@ -502,10 +534,14 @@ def service_in_background(engine, desk: Desk) -> Iterator[None]:
 
 def run_demo(world: MailWorld, engine, desk: Desk, *, step_timeout: float) -> int:
     """Request → acknowledgement → quote → APPROVE → confirmation → completion."""
+    from mailflow.db import transaction
+    from mailflow.services import credits as ledger
+    from mailflow.services import requests as request_service
+
     client = world.account_for(DEMO_CLIENTS[0]["email"])
     support, staff = world.support, world.staff
     show = Transcript()
-    console.print(Panel(Text(
+    console().print(Panel(Text(
         f"A sandbox mail world on {world.host}: IMAP port {world.imap_port}, SMTP port "
         f"{world.smtp_port}.\nmailflow reads {support.address} and answers by SMTP; "
         f"{client.address} plays the client (Demo Co: {PLAN_CREDITS} plan credits,"
@@ -568,8 +604,8 @@ def run_demo(world: MailWorld, engine, desk: Desk, *, step_timeout: float) -> in
         summary = ledger.balance(session, desk, request.client_id)
         status = request.status.value if hasattr(request.status, "value") else request.status
     show.heading("Where things stand")
-    console.print(Text(f"{desk.tag(request_id)} {request.subject}: {status}, "
+    console().print(Text(f"{desk.tag(request_id)} {request.subject}: {status}, "
                        f"{request.credits} credit taken", style="bold green"))
-    console.print(Text(f"Balance of Demo Co: {summary.available} credits available "
+    console().print(Text(f"Balance of Demo Co: {summary.available} credits available "
                        f"({summary.never_expiring} never expire)", style="bold"))
     return 0

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
-from mailflow import jobs
-from mailflow.cli import App, cli, console, emit_json, json_option, pass_app, table
+from mailflow.cli.app import App, console, emit_json, json_option, local_time, pass_app, table
+
+if TYPE_CHECKING:
+    from mailflow.jobs import JobReport
 
 PROGRESS_FROM = 50  # clients: below this a progress bar only flickers
 
@@ -22,7 +25,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     progress = Progress("digests", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, transient=True)
+                        console=console(), transient=True)
     task = progress.add_task("digests", total=None)
     shown = False
 
@@ -46,7 +49,7 @@ def _send(app: App):
     return send_due(app.engine, app.desk)
 
 
-@cli.command()
+@click.command()
 @click.option("--dry-run", is_flag=True,
               help="Print each digest that is due; write nothing, send nothing.")
 @json_option
@@ -58,9 +61,11 @@ def digest(app: App, dry_run: bool, as_json: bool) -> None:
     mailflow digest --dry-run     # what would go out, per client
     mailflow digest               # queue them in the outbox and send
     """
+    from mailflow import jobs
+
     with app.session():  # checks the schema
         pass
-    with _progress(console.is_terminal and not as_json and not dry_run) as progress:
+    with _progress(console().is_terminal and not as_json and not dry_run) as progress:
         report = jobs.run_digest(app.engine, app.desk, dry_run=dry_run, progress=progress,
                                  collect=as_json)
     if dry_run:
@@ -83,7 +88,7 @@ def digest(app: App, dry_run: bool, as_json: bool) -> None:
                + (f", {sent.failed} failed" if sent.failed else ""))
 
 
-def _print_preview(report: jobs.JobReport, as_json: bool) -> None:
+def _print_preview(report: JobReport, as_json: bool) -> None:
     previews = [r for r in report.results if r.get("status") == "preview"]
     if as_json:
         emit_json({**report.as_dict(), "dry_run": True, "clients": report.results})
@@ -100,7 +105,7 @@ def _print_preview(report: jobs.JobReport, as_json: bool) -> None:
                   if report.done.get("already_sent") else "") + " (dry run: nothing written)")
 
 
-@cli.group("jobs")
+@click.group("jobs")
 def jobs_group() -> None:
     """Scheduled jobs: allotment, expiry, quotes, reminders, digest."""
 
@@ -114,6 +119,8 @@ def jobs_run(app: App, as_json: bool) -> None:
     Handy from cron instead of `mailflow serve`: each period runs once,
     however often this is called.
     """
+    from mailflow import jobs
+
     with app.session():
         pass
     reports = jobs.run_due(app.engine, app.desk)
@@ -137,6 +144,8 @@ def jobs_run(app: App, as_json: bool) -> None:
 @pass_app
 def jobs_list(app: App, as_json: bool) -> None:
     """Each job with its schedule, the last period done and the next run."""
+    from mailflow import jobs
+
     desk = app.desk
     crons = jobs.job_crons(app.settings)
     with app.session() as session:
@@ -157,8 +166,8 @@ def jobs_list(app: App, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    local = lambda value: value.astimezone(desk.tz).strftime("%Y-%m-%d %H:%M") if value else ""  # noqa: E731
     table(f"Jobs ({app.settings.timezone})",
           ["job", "cron", "last period", "ran at", "next run", "pending"],
-          [[r["job"], r["cron"], r["last_period"] or "-", local(r["last_ran_at"]),
-            local(r["next_run"]), "yes" if r["pending"] else ""] for r in rows])
+          [[r["job"], r["cron"], r["last_period"] or "-",
+            local_time(r["last_ran_at"], desk, none=""), local_time(r["next_run"], desk, none=""),
+            "yes" if r["pending"] else ""] for r in rows])

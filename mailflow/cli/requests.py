@@ -1,0 +1,198 @@
+"""`mailflow request new`, `requests`, `show`, and a request's steps: `quote`,
+`approve`, `reject`, `complete`, `cancel`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import click
+
+from mailflow.cli.app import DATE, App, emit_json, json_option, pass_app, table
+from mailflow.core.states import Status
+from mailflow.errors import MailflowError
+
+if TYPE_CHECKING:
+    from mailflow.desk import Desk
+
+
+@click.group("request")
+def request_group() -> None:
+    """Log a request that came by phone or chat."""
+
+
+@request_group.command("new")
+@click.argument("client_ref", metavar="CLIENT")
+@click.option("--subject", required=True)
+@click.option("--text", default="", help="What the client asked for.")
+@click.option("--from", "requester", help="Requester address (default: the client's first).")
+@json_option
+@pass_app
+def request_new(app: App, client_ref: str, subject: str, text: str, requester: str | None,
+                as_json: bool) -> None:
+    """Create a request; the client gets the usual acknowledgement."""
+    from mailflow.services import clients as client_service
+    from mailflow.services import requests as request_service
+
+    with app.session() as session:
+        client = client_service.find_client(session, client_ref)
+        emails = client_service.client_emails(session, client.id)
+        if requester and requester.lower() not in emails:
+            raise MailflowError(f"{requester} is not an address of client {client.name}")
+        request = request_service.create_request(
+            session, app.desk, client=client, requester=requester or emails[0],
+            subject=subject, text=text)
+        row = _request_row(session, app.desk, request)
+    if as_json:
+        emit_json(row)
+    else:
+        click.echo(f"{app.desk.tag(request.id)} created for {client.name}: {request.subject}")
+
+
+def _request_row(session, desk: Desk, request, *, messages: bool = False) -> dict:
+    from mailflow.services import clients as client_service
+    from mailflow.services import requests as request_service
+
+    client = client_service.find_client(session, str(request.client_id))
+    row = {"id": request.id, "tag": desk.tag(request.id), "status": request.status,
+           "client": client.name, "requester": request.requester, "subject": request.subject,
+           "credits": request.credits, "due": request.due, "created_at": request.created_at}
+    if messages:
+        quote = request_service.current_quote(session, request)
+        row["text"] = request.text
+        row["quote"] = ({"credits": quote.credits, "due": quote.due, "status": quote.status,
+                         "valid_until": quote.valid_until} if quote else None)
+        row["messages"] = request_service.request_thread(session, request.id)
+        row["entries"] = [{"at": e.at, "kind": e.kind, "delta": e.delta, "lot": e.lot_id}
+                          for e in request_service.request_entries(session, request.id)]
+    return row
+
+
+@click.command("requests")
+@click.option("--status", type=click.Choice([s.value for s in Status]))
+@click.option("--client", "client_ref", metavar="CLIENT")
+@json_option
+@pass_app
+def requests_list(app: App, status: str | None, client_ref: str | None, as_json: bool) -> None:
+    """List requests, optionally by status or client.
+
+    \b
+    mailflow requests --status received          # waiting for a quote
+    mailflow requests --client Acme --json
+    """
+    from mailflow.services import clients as client_service
+    from mailflow.services import requests as request_service
+
+    with app.session() as session:
+        client_id = client_service.find_client(session, client_ref).id if client_ref else None
+        rows = [_request_row(session, app.desk, r) for r in request_service.list_requests(
+            session, status=Status(status) if status else None, client_id=client_id)]
+    if as_json:
+        emit_json(rows)
+        return
+    table("Requests", ["request", "status", "client", "subject", "credits", "due"],
+          [[r["tag"], r["status"], r["client"], r["subject"], r["credits"], r["due"]]
+           for r in rows])
+
+
+@click.command()
+@click.argument("request_id", type=int, metavar="ID")
+@json_option
+@pass_app
+def show(app: App, request_id: int, as_json: bool) -> None:
+    """One request with its thread and ledger effects."""
+    from mailflow.services import requests as request_service
+
+    with app.session() as session:
+        request = request_service.get_request(session, request_id)
+        row = _request_row(session, app.desk, request, messages=True)
+    if as_json:
+        emit_json(row)
+        return
+    click.echo(f"{row['tag']} {row['subject']}\n  client {row['client']} ({row['requester']}),"
+               f" {row['status']}" + (f", {row['credits']} credits due {row['due']}"
+                                      if row["credits"] else ""))
+    if row["text"]:
+        click.echo("\n" + row["text"].strip() + "\n")
+    table("Thread", ["at", "dir", "kind", "subject", "who"],
+          [[m["at"].astimezone(app.desk.tz).strftime("%Y-%m-%d %H:%M"), m["direction"],
+            m["kind"], m["subject"], m["from"] or m["to"]] for m in row["messages"]])
+    if row["entries"]:
+        table("Ledger", ["kind", "delta", "lot"],
+              [[e["kind"], f"{e['delta']:+d}", e["lot"]] for e in row["entries"]])
+
+
+@click.command()
+@click.argument("request_id", type=int, metavar="ID")
+@click.option("--credits", "credit_count", type=click.IntRange(min=1), help="Credits to quote.")
+@click.option("--task", help="A catalog key; its typical credits are quoted.")
+@click.option("--due", type=DATE, required=True, help="Completion date YYYY-MM-DD.")
+@click.option("--note", help="A note shown in the quote.")
+@pass_app
+def quote(app: App, request_id: int, credit_count: int | None, task: str | None, due: datetime,
+          note: str | None) -> None:
+    """Quote a request: mailflow quote 12 --credits 2 --due 2026-12-10"""
+    from mailflow.services import requests as request_service
+
+    if (credit_count is None) == (task is None):
+        raise click.UsageError("give exactly one of --credits N or --task KEY")
+    terms = (request_service.terms_from_task(app.desk, task, due.date(), note) if task
+             else request_service.QuoteTerms(credit_count, due.date(), note))
+    with app.session() as session:
+        q = request_service.quote_request(session, app.desk, request_id=request_id, terms=terms)
+    click.echo(f"{app.desk.tag(request_id)} quoted {q.credits} credits, due {q.due.isoformat()}")
+
+
+@click.command()
+@click.argument("request_id", type=int, metavar="ID")
+@pass_app
+def approve(app: App, request_id: int) -> None:
+    """Record the client's approval (given by phone); takes the credits."""
+    from mailflow.services import credits as ledger
+    from mailflow.services import requests as request_service
+
+    with app.session() as session:
+        request = request_service.approve_request(session, app.desk, request_id=request_id)
+        available = ledger.balance(session, app.desk, request.client_id).available
+    click.echo(f"{app.desk.tag(request_id)} approved: {request.credits} credits taken,"
+               f" {available} left")
+
+
+@click.command()
+@click.argument("request_id", type=int, metavar="ID")
+@pass_app
+def reject(app: App, request_id: int) -> None:
+    """Record the client's rejection (given by phone)."""
+    from mailflow.services import requests as request_service
+
+    with app.session() as session:
+        request_service.reject_request(session, app.desk, request_id=request_id)
+    click.echo(f"{app.desk.tag(request_id)} rejected")
+
+
+@click.command()
+@click.argument("request_id", type=int, metavar="ID")
+@click.option("--note", help="What was done, for the client.")
+@pass_app
+def complete(app: App, request_id: int, note: str | None) -> None:
+    """Mark approved work as completed; the client is told."""
+    from mailflow.services import requests as request_service
+
+    with app.session() as session:
+        request_service.complete_request(session, app.desk, request_id=request_id, note=note)
+    click.echo(f"{app.desk.tag(request_id)} completed")
+
+
+@click.command()
+@click.argument("request_id", type=int, metavar="ID")
+@click.option("--refund", is_flag=True, help="Give an approved request's credits back.")
+@pass_app
+def cancel(app: App, request_id: int, refund: bool) -> None:
+    """Cancel an open request (with --refund, an approved one's credits return)."""
+    from mailflow.services import requests as request_service
+
+    with app.session() as session:
+        _, refunded = request_service.cancel_request(session, app.desk, request_id=request_id,
+                                                     refund=refund)
+    suffix = f", {refunded} credits refunded" if refunded else ""
+    click.echo(f"{app.desk.tag(request_id)} cancelled{suffix}")
