@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
 import mailflow.cli
 from mailflow.cli import COMMANDS, cli
@@ -36,6 +37,13 @@ def test_help_lists_every_command_of_the_table():
     assert result.returncode == 0, result.stderr
     listed = result.stdout.split("Commands:\n", 1)[1].splitlines()
     assert [line.split()[0] for line in listed if line.strip()] == sorted(COMMANDS)
+
+
+def test_an_unknown_command_is_compared_with_commands_not_loaded_yet():
+    result = CliRunner().invoke(cli, ["reqests"])
+    assert result.exit_code == 2
+    assert "No such command 'reqests'" in result.output
+    assert "'requests'" in result.output and "'request'" in result.output
 
 
 def modules_after(args: list[str], cwd: Path) -> set[str]:

@@ -100,6 +100,17 @@ class LazyGroup(MailflowGroup):
             raise TypeError(f"{module_name}:{attribute} is not a click command")
         return command
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """As click's, but an unknown name is compared with every command, loaded
+        or not, for click's "Did you mean" (click >= 8.4)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as error:
+            unknown = getattr(error, "command_name", None)
+            if unknown is None:
+                raise
+            raise type(error)(unknown, possibilities=self.list_commands(ctx), ctx=ctx) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """As click's, but a command not loaded yet is described by its table
         entry (shortened exactly as click shortens a docstring)."""
