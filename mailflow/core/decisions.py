@@ -203,14 +203,14 @@ def _strip_courtesy(sentence: str) -> tuple[str, list[str]]:
     fired: list[str] = []
     for _ in range(4):
         before = sentence
-        match = _GREETING.pattern.search(sentence)
-        if match and match.group() and not _KEYWORDISH.search(match.group()):
-            sentence = sentence[match.end():].strip()
-            fired.append("greeting")
         match = _CLOSING.pattern.search(sentence)
         if match and match.group() and not _KEYWORDISH.search(match.group()):
             sentence = sentence[:match.start()].strip()
             fired.append("closing")
+        match = _GREETING.pattern.search(sentence)
+        if match and match.group() and not _KEYWORDISH.search(match.group()):
+            sentence = sentence[match.end():].strip()
+            fired.append("greeting")
         if sentence == before:
             break
     return sentence, fired
@@ -392,7 +392,7 @@ _JA_KEYWORD_FORM = {
 }
 #: What may come before a Japanese keyword: nothing, or a topic ending in a particle.
 _JA_LEAD = re.compile(
-    r"(?:^|[、,.!\s]|は|を|で|にて|として|について|につきまして|の件|ので|ため|から|本件|上記|標記"
+    r"(?:^|[、,.!\s]|は|を|で|の|にて|として|について|につきまして|の件|ので|ため|から|本件|上記|標記"
     r"|今回|はい|以上|了解です|承知しました|承知いたしました)$")
 
 
