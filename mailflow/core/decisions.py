@@ -133,6 +133,9 @@ _NEUTRAL = [
                 r"|\s+this\s+time)?(?=\s*(?:[,.!]|$))"), "we reject"),
     (re.compile(r"\b(?:would|'d)\s+like\s+to\b"), "want to"),
     (re.compile(r"\b(?:would|'d)\s+love\s+to\b"), "want to"),
+    (re.compile(r"\bas\s+soon\s+as\s+(?:possible|you\s+can)\b|\basap\b|\bright\s+away\b"
+                r"|\bafter\s+(?:some\s+|careful\s+|much\s+)?(?:consideration|discussion|review"
+                r"|thought)\b"), ""),
     (re.compile(r"\b(?:no|not\s+a)\s+(?:problem|worries)\b|\bcan'?t\s+wait\b|\bcannot\s+wait\b"
                 r"|\bno\s+doubt\b|\bwithout\s+(?:further\s+)?(?:delay|changes)\b"), ""),
     (re.compile(r"問題(?:は|も)?(?:ありません|ございません|ないです|ない|無いです|無い|なし|無し)"
@@ -211,6 +214,8 @@ def _strip_courtesy(sentence: str) -> tuple[str, list[str]]:
         if match and match.group() and not _KEYWORDISH.search(match.group()):
             sentence = sentence[match.end():].strip()
             fired.append("greeting")
+            if re.match(r"(?:thanks|thank\s+you|many\s+thanks)", match.group()):
+                sentence = re.sub(r"^but\s+", "", sentence)  # "Thank you, but we decline."
         if sentence == before:
             break
     return sentence, fired
@@ -225,7 +230,7 @@ NEGATION = _rule(
     r"|\bdisagree|\bdeclining\s+to\b",
     r"ません|(?:でき|出来)(?:ない|ず|かね)|かね(?:ます|る)|しない|しないで|せず|ずに|られない"
     r"|(?:では|じゃ)(?:なく|ない|ありません)|不可|無理|難しい|難しく|控え(?:ます|させて|たい)"
-    r"|いない|ないで|ないです|ない[。!]?$|ないため|ないので|ないよう|なかった|できかね",
+    r"|いない|ないで|ないです|ない[。!]?$|ないため|ないので|ないよう|なかった|できかね|不要",
 )
 
 QUESTION = _rule(
@@ -266,7 +271,7 @@ DEFERRAL = _rule(
     r"|確認(?:後|してから|の上|中|次第|させて|いたします|します)"
     r"|追って|後日|週明け|来月|今後|予定|つもり|見込み|次第|後で|あとで|少々お待ち|お待ち(?:ください|いただ|頂)"
     r"|保留|一旦|いったん|持ち帰|相談(?:します|いたします|して|の上|させて|中)|今週中|明朝"
-    r"|仮|内定|いずれ",
+    r"|仮|内定|いずれ|まだ",
 )
 
 SOMEONE_ELSE = _rule(
@@ -339,8 +344,9 @@ class Mention:
         return not self.reasons
 
 
-_EN_APPROVE = re.compile(r"\b(?:approve|approved)\b")
-_EN_REJECT = re.compile(r"\b(?:reject|rejected|decline|declined)\b")
+#: English words end where Latin letters end: "REJECTでお願いします" is REJECT.
+_EN_APPROVE = re.compile(r"(?<![a-z])(?:approve|approved)(?![a-z])")
+_EN_REJECT = re.compile(r"(?<![a-z])(?:reject|rejected|decline|declined)(?![a-z])")
 _EN_APPROVE_OTHER = re.compile(r"\b(?:approv(?:es|ing|al|als|er|ers)|pre-?approv\w*)\b")
 _EN_REJECT_OTHER = re.compile(r"\b(?:reject(?:s|ing|ion|ions)|declin(?:es|ing)|disapprov\w*"
                               r"|unapprov\w*)\b")
@@ -353,7 +359,8 @@ _EN_REJECT_LIKE = re.compile(r"\b(?:no\s+thanks|no\s+thank\s+you|not\s+intereste
 _EN_LEAD = re.compile(
     r"(?:(?:ok|okay|yes|yep|yeah|sure|great|perfect|fine|good|alright|all\s+right|all\s+good"
     r"|thanks|thank\s+you|looks\s+good|sounds\s+good|that'?s\s+fine|that\s+works|excellent|cool"
-    r"|hi|hello|all|hereby|so|then|re:?|\[?req-?\d+\]?|quote|fully)[\s,!.:;-]*)*"
+    r"|hi|hello|all|hereby|so|then|re:?|\[?req-?\d+\]?|quote|fully|sorry|unfortunately"
+    r"|regretfully)[\s,!.:;-]*)*"
     r"(?:(?:i|we)(?:\s+(?:hereby|do|gladly|happily|fully|now|also|hence|therefore))*"
     r"(?:\s*(?:want|wish|'m\s+happy|'re\s+happy|am\s+happy|are\s+happy|am\s+glad|are\s+glad"
     r"|'m\s+glad|'re\s+glad|am\s+pleased|are\s+pleased|'m\s+pleased|'re\s+pleased"
@@ -365,8 +372,8 @@ _EN_LEAD = re.compile(
 _JA_APPROVE = re.compile(r"(?<![不未非])承認")
 _JA_REJECT = re.compile(r"不承認|却下|拒否|見送|お断り|辞退|否認")
 _JA_APPROVE_LIKE = re.compile(r"進めて|お進め|進行|着手|発注|作業開始|作業を開始|了承|承諾|goサイン|ゴーサイン")
-_JA_REJECT_LIKE = re.compile(r"キャンセル|見合わせ|やめて|止めて|やめ(?:ます|ておきます)|結構です|不要"
-                             r"|必要ありません|なしで|無しで|高すぎ|予算(?:オーバー|を超え)")
+_JA_REJECT_LIKE = re.compile(r"キャンセル|見合わせ|やめて|止めて|やめ(?:ます|ておきます)|結構です"
+                             r"|なしで|無しで|高すぎ|予算(?:オーバー|を超え)")
 
 #: What may follow a Japanese keyword for it to be the writer's own decision.
 _JA_TAIL = (
@@ -375,7 +382,8 @@ _JA_TAIL = (
     r"|(?:で|にて)?(?:よろしく|宜しく)?(?:お願い|おねがい)(?:いた|致)?し?ます"
     r"|(?:で|にて)?(?:お願い|おねがい)申し上げます|願います"
     r"|(?:いた|致)?したく(?:存じます|思います)|(?:いた|致)?したいと(?:思います|存じます|思っております)"
-    r"|したいです|したい|で(?:す)?|で(?:大丈夫|結構|ok)(?:です)?|とします|申し上げます|)"
+    r"|したいです|したい|で(?:す)?|で(?:大丈夫|結構|ok)(?:です)?|とします|申し上げます"
+    r"|(?:する|と)ことに(?:なりました|しました|いたしました|致しました)|)"
 )
 _JA_KEYWORD_FORM = {
     "承認": re.compile(rf"承認{_JA_TAIL}$"),
@@ -386,7 +394,7 @@ _JA_KEYWORD_FORM = {
     "否認": re.compile(rf"否認{_JA_TAIL}$"),
     "お断り": re.compile(rf"お断り(?:{_JA_TAIL}|させて(?:いただ|頂)きます)$"),
     "見送": re.compile(
-        rf"見送(?:り{_JA_TAIL}|ります|りました|る|らせて(?:いただ|頂)き(?:ます|たく(?:存じます|思います)?)"
+        rf"見送(?:り{_JA_TAIL}|ります|りました|る(?:ことに(?:なりました|しました|いたしました))?|らせて(?:いただ|頂)き(?:ます|たく(?:存じます|思います)?)"
         rf"|らせてください|らせて(?:いただ|頂)きたいと(?:思います|存じます)|りたいと(?:思います|存じます)"
         rf"|りたいです|りたい|りとします|りといたします)$"),
 }
@@ -456,7 +464,7 @@ def _decision_mentions(s: str, markers: list[str]) -> list[Mention]:
 _BALANCE = re.compile(
     r"\b(?:my|our|the|current|credit|credits|remaining|account|available|your)\s+balance\b"
     r"|^(?:(?:check|show|send|please|what'?s|what\s+is)\s+)*balance(?:\s+(?:please|pls|check"
-    r"|inquiry|enquiry|request))?[\s?.!]*$"
+    r"|inquiry|enquiry|request))?\s*(?:を?(?:お願い|おねがい)(?:いた|致)?(?:します)?)?[\s?.!]*$"
     r"|\bhow\s+many\s+credits\b|\bcredits?\s+(?:left|remaining)\b"
     r"|残高|残りのクレジット|クレジットの残り|クレジット残|残クレジット|残り何クレジット")
 _NUMBER = r"[-+−]?\d+(?:[.,]\d+)?|[〇一二三四五六七八九十百]+"
@@ -552,7 +560,8 @@ def read_sentence(sentence: str) -> SentenceReading:
     if buy is not None:
         mentions.append(buy)
     balance = bool(_BALANCE.search(core))
-    balance_markers = [m for m in markers if m != "question"]
+    # Asking for information is harmless: only a negated or conditional one is unclear.
+    balance_markers = [m for m in markers if m in ("negation", "condition")]
     hedges = () if mentions else tuple(rule.name for rule in HEDGE_RULES if rule.fires(core))
     return SentenceReading(
         text=core, courtesy=tuple(courtesy), mentions=tuple(mentions), hedges=hedges,

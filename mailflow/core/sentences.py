@@ -11,6 +11,8 @@ a wrap inside a sentence:
 
 * the next line starts with a lower-case letter ("We approve\\nif you can
   finish by Friday" is one sentence, so the condition is not lost);
+* a bracketed aside and a " / " alternative are sentences of their own;
+* a Japanese concessive clause (…ましたが、 …けど、) ends a sentence too;
 * the line ends with a comma, a colon or a Japanese connecting particle or
   form (が、て、で、は、を、に、の、と、も、ので、けど、ば、たら、なら …:
   "お見積りの件は\\n承認いたします").
@@ -46,8 +48,23 @@ def normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
 
 
+#: 「検討しましたが、今回は見送ります」: a concessive clause is a sentence of its own,
+#: so that what follows it is read alone; "承認しますが、" keeps its reservation.
+_CONCESSIVE = re.compile(r"((?:が|けど|けれど|けれども|ものの)[、,])")
+
+
+#: An aside in brackets and a " / " alternative are read as sentences of their own:
+#: "承認 (APPROVE)", "Approve (only the first banner)", "却下 / REJECT".
+_ASIDE = re.compile(r"[()（）]|\s[/／]\s|／")
+
+
 def _pieces(line: str) -> list[str]:
-    return [p.strip() for p in _PIECE.findall(line) if p.strip()]
+    pieces = []
+    for piece in _PIECE.findall(line):
+        for part in _ASIDE.split(piece):
+            parts = _CONCESSIVE.split(part)
+            pieces += ["".join(parts[i:i + 2]) for i in range(0, len(parts), 2)]
+    return [p.strip() for p in pieces if p.strip()]
 
 
 def split_sentences(text: str) -> list[str]:
