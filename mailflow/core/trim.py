@@ -11,9 +11,9 @@ line (an attribution such as "On … wrote:", a forward/original-message
 separator, an Outlook/Japanese header block, a "-- " delimiter, a trailing
 mobile footer) that comes after some new text; everything from there is cut.
 An attribution before any new text (bottom-posting: "On … wrote:", quotes,
-then the answer) only removes itself, and so does an attribution whose ">"
-quote is followed by more text (a greeting above the quote, the answer below
-it: both are new text); a forward separator or header block
+then the answer) only removes itself, and so does one with only a greeting
+above it and text below its ">" quote (the greeting above, the answer
+below: both are new text); a forward separator or header block
 before any new text means there is no new text at all. Finally every ">" line is dropped, wherever
 it is: interleaved quotes are someone else's words too.
 
@@ -236,15 +236,25 @@ def _only_footer_after(kinds: list[Kind], i: int) -> bool:
     return all(k != Kind.TEXT for k in kinds[i + 1 :])
 
 
-def _answer_below_quote(kinds: list[Kind], i: int) -> bool:
-    """Is the attribution at line i followed by a ">" quote and then new text?
+#: A line that only greets: what bottom-posters write above the quote.
+_GREETING_LINE = re.compile(
+    r"^(?:(?:hi|hello|hey|dear|good\s+(?:morning|afternoon|evening)|greetings)\b[^.!?]{0,40}"
+    r"|.{0,30}(?:様|さま|御中|各位)|(?:大変|いつも)?お世話にな(?:って|り)(?:おります|ます)。?"
+    r"|お疲れ(?:様|さま)です。?|.{0,30}(?:です|と申します)。?)$", re.IGNORECASE)
 
-    "Hi,\n\nOn … wrote:\n> …\n\nAPPROVE": the greeting above the quote and the
-    answer below it are both new text (bottom-posting, interleaved answers).
-    The ">" marks show exactly where the quote ends, so the text below it is
-    the writer's own; a quote without ">" (Outlook's header block) runs to
-    the end of the message and is cut there as before.
+
+def _answer_below_quote(lines: list[str], kinds: list[Kind], i: int) -> bool:
+    """Is the text above the attribution at line i only a greeting, with a ">"
+    quote and then text below it?
+
+    "Hi,\n\nOn … wrote:\n> …\nAPPROVE": a bottom-poster greets above the quote
+    and answers below it; both are new text. When the text above is more than a
+    greeting it is a top-posted answer, and everything from the attribution on
+    is history, as for any top-posted reply.
     """
+    above = [lines[j].strip() for j in range(i) if kinds[j] == Kind.TEXT]
+    if not above or len(above) > 3 or not all(_GREETING_LINE.match(x) for x in above):
+        return False
     j = i
     while j < len(kinds) and kinds[j] == Kind.ATTRIBUTION:
         j += 1
@@ -266,7 +276,7 @@ def _history_start(lines: list[str], kinds: list[Kind]) -> int:
             continue
         if not seen_text:
             continue
-        if kind == Kind.ATTRIBUTION and _answer_below_quote(kinds, i):
+        if kind == Kind.ATTRIBUTION and _answer_below_quote(lines, kinds, i):
             for j in range(i, len(kinds)):  # the attribution goes with its quote
                 if kinds[j] != Kind.ATTRIBUTION:
                     break
@@ -374,7 +384,11 @@ def _starts_with_forward(lines: list[str], kinds: list[Kind]) -> bool:
 
 def _strip_footer(lines: list[str], kinds: list[Kind]) -> list[str]:
     """Drop quotes everywhere, and trailing empty lines, rules and footers."""
-    kept = [(line, kind) for line, kind in zip(lines, kinds, strict=True) if kind != Kind.QUOTE]
+    kept = []
+    for line, kind in zip(lines, kinds, strict=True):
+        if kind == Kind.QUOTE or (kind == Kind.EMPTY and kept and kept[-1][1] == Kind.EMPTY):
+            continue  # a removed quote leaves one blank line, not several
+        kept.append((line, kind))
     while kept and kept[-1][1] in (Kind.EMPTY, Kind.RULE, Kind.MOBILE, Kind.SIG_DELIMITER):
         kept.pop()
     return [line for line, _ in kept]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import cycle
 
-from tests.replies.generator import ENCODINGS, HTML_LAYOUTS, LAYOUTS, SIGNATURES
+from tests.replies.generator import ENCODINGS, HTML_LAYOUTS, LAYOUTS
 
 EN: list[tuple[str, str]] = [
     # --- clear approvals
