@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import quopri
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,12 +190,15 @@ def _bottom_gmail(new: str, q: QuoteMail) -> str:
 
 
 def _bottom_after_greeting(new: str, q: QuoteMail) -> str:
-    """The greeting above the quote, the rest below it (what some people do)."""
+    """A greeting above the quote, the answer below it (what bottom-posters do)."""
     first, _, rest = new.partition("\n")
-    if not rest.strip():
-        first, rest = "Hi," if q.lang == "en" else "お世話になっております。", new
+    if not rest.strip() or not _GREETING.match(first):
+        first, rest = ("Hi," if q.lang == "en" else "お世話になっております。"), new
     return (f"{first}\n\nOn Mon, Nov 30, 2026 at 10:00 AM {SUPPORT} wrote:\n"
-            f"{quoted(q.body)}\n\n{rest.strip()}\n")
+            f"{quoted(q.body)}\n{rest.strip()}\n")
+
+
+_GREETING = re.compile(r"^(?:hi|hello|dear|good morning)\b|お世話に|様$", re.IGNORECASE)
 
 
 def _no_quote(new: str, q: QuoteMail) -> str:

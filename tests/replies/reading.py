@@ -13,8 +13,9 @@ from tests.replies.generator import SAMPLE_QUOTES, QuoteMail, make_reply
 
 def raw_reply(case: Case, quote: QuoteMail | None = None, **kwargs) -> bytes:
     quote = quote or SAMPLE_QUOTES[case.quote_lang]
+    kwargs.setdefault("subject", case.subject)
     return make_reply(case.text, quote, layout=case.layout, encoding=case.encoding,
-                      signature=case.signature, subject=case.subject, **kwargs)
+                      signature=case.signature, **kwargs)
 
 
 @dataclass(frozen=True)
