@@ -383,25 +383,30 @@ _JA_TAIL = (
     r"|(?:で|にて)?(?:お願い|おねがい)申し上げます|願います"
     r"|(?:いた|致)?したく(?:存じます|思います)|(?:いた|致)?したいと(?:思います|存じます|思っております)"
     r"|したいです|したい|で(?:す)?|で(?:大丈夫|結構|ok)(?:です)?|とします|申し上げます"
-    r"|(?:する|と)ことに(?:なりました|しました|いたしました|致しました)|)"
+    r"|(?:する|と)ことに(?:なりました|しました|いたしました|致しました)"
+    r"|で(?:進めて|お進め)(?:ください|下さい)|)"
 )
+#: A clause may follow the decision after a comma (「承認します、進めてください」):
+#: the rules still read the whole sentence.
+_JA_END = r"(?:[、,].*)?$"
 _JA_KEYWORD_FORM = {
-    "承認": re.compile(rf"承認{_JA_TAIL}$"),
-    "不承認": re.compile(rf"不承認{_JA_TAIL}$"),
-    "却下": re.compile(rf"却下{_JA_TAIL}$"),
-    "拒否": re.compile(rf"拒否{_JA_TAIL}$"),
-    "辞退": re.compile(rf"辞退{_JA_TAIL}$"),
-    "否認": re.compile(rf"否認{_JA_TAIL}$"),
-    "お断り": re.compile(rf"お断り(?:{_JA_TAIL}|させて(?:いただ|頂)きます)$"),
+    "承認": re.compile(rf"承認{_JA_TAIL}{_JA_END}"),
+    "不承認": re.compile(rf"不承認{_JA_TAIL}{_JA_END}"),
+    "却下": re.compile(rf"却下{_JA_TAIL}{_JA_END}"),
+    "拒否": re.compile(rf"拒否{_JA_TAIL}{_JA_END}"),
+    "辞退": re.compile(rf"辞退{_JA_TAIL}{_JA_END}"),
+    "否認": re.compile(rf"否認{_JA_TAIL}{_JA_END}"),
+    "お断り": re.compile(rf"お断り(?:{_JA_TAIL}|させて(?:いただ|頂)きます){_JA_END}"),
     "見送": re.compile(
         rf"見送(?:り{_JA_TAIL}|ります|りました|る(?:ことに(?:なりました|しました|いたしました))?|らせて(?:いただ|頂)き(?:ます|たく(?:存じます|思います)?)"
         rf"|らせてください|らせて(?:いただ|頂)きたいと(?:思います|存じます)|りたいと(?:思います|存じます)"
-        rf"|りたいです|りたい|りとします|りといたします)$"),
+        rf"|りたいです|りたい|りとします|りといたします){_JA_END}"),
 }
 #: What may come before a Japanese keyword: nothing, or a topic ending in a particle.
 _JA_LEAD = re.compile(
     r"(?:^|[、,.!\s]|は|を|で|の|にて|として|について|につきまして|の件|ので|ため|から|本件|上記|標記"
-    r"|今回|はい|以上|了解です|承知しました|承知いたしました)$")
+    r"|今回|はい|以上|了解です|承知しました|承知いたしました"
+    r"|見積り|見積もり|見積|件|内容|金額|案|提案|こちら|これ)$")
 
 
 def _strip_marks(sentence: str) -> str:
