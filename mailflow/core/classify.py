@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mailflow.core.keywords import Command
+from mailflow.core.decisions import Command
 from mailflow.core.states import Status
 
 
@@ -48,7 +48,9 @@ class Facts:
     own: bool = False
     automatic: str | None = None            # the reason, when no human wrote it
     bounce: bool = False
-    command: Command | None = None
+    command: Command | None = None          # AMBIGUOUS: mentions a decision, not a clear one
+    buy_count: int | None = None            # BUY n: the count, when it is an integer
+    buy_count_text: str | None = None       # BUY n: the count as the client wrote it
     sender_client_id: int | None = None
     request_id: int | None = None           # the request the message links to
     request_client_id: int | None = None
@@ -121,7 +123,13 @@ def rule_answer(f: Facts) -> Decision | None:
 
 
 def rule_linked_other(f: Facts) -> Decision | None:
-    if f.command is Command.AMBIGUOUS:
+    """An unclear decision on an open quote: ask, change nothing (§3 step 4).
+
+    Without an open quote there is nothing to ask about: the reply is a
+    comment. BUY on a linked request is a comment until purchases by mail
+    exist (it is recognised and carried in the facts)."""
+    if f.command is Command.AMBIGUOUS and f.request_status is Status.QUOTED \
+            and not f.quote_expired:
         return Decision(Verdict.ASK_WHICH)
     if f.command is Command.BALANCE:
         return Decision(Verdict.BALANCE)

@@ -7,7 +7,7 @@ is that :func:`parse_message` never raises: whatever it cannot read becomes a
 human-readable entry in ``InboundMessage.defects`` so that the caller can still
 store the message, classify it and tell staff.
 
-Pure: imports only the standard library and html2text; no I/O.
+Pure: imports only the standard library and inscriptis (with its lxml); no I/O.
 """
 
 from __future__ import annotations
@@ -461,18 +461,59 @@ def _part_text(part: Message, defects: list[str]) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def html_to_text(html: str) -> str:
-    """Readable plain text from HTML (html2text), tags stripped if that fails."""
-    try:
-        import html2text
+#: Firefox's own rendering rules: paragraphs and divs as blocks, no indentation
+#: invented for <div> (the "relaxed" profile indents them, which a reply
+#: trimmer would read as structure).
+_HTML_CONFIG = None
 
-        converter = html2text.HTML2Text()
-        converter.body_width = 0
-        converter.ignore_images = True
-        converter.ignore_emphasis = True
-        converter.ignore_tables = True
-        converter.unicode_snob = True
-        return converter.handle(html).strip("\n")
+
+def _html_config():
+    global _HTML_CONFIG
+    if _HTML_CONFIG is None:
+        from inscriptis.css_profiles import CSS_PROFILES
+        from inscriptis.model.config import ParserConfig
+
+        _HTML_CONFIG = ParserConfig(css=CSS_PROFILES["strict"].copy(), display_images=False,
+                                    display_links=False)
+    return _HTML_CONFIG
+
+
+def _quote_blockquotes(tree) -> None:
+    """Replace each outermost <blockquote> by its text with "> " before every line.
+
+    Mail programs mark quoted history with <blockquote> (Gmail's gmail_quote,
+    Apple Mail's type="cite", Thunderbird's moz-cite-prefix): the ">" marks keep
+    that knowledge in the plain text, where the reply trimmer looks for them.
+    """
+    from inscriptis import Inscriptis
+    from lxml import html as lxml_html
+
+    for quote in tree.xpath("//blockquote[not(ancestor::blockquote)]"):
+        inner = Inscriptis(lxml_html.fragment_fromstring(
+            lxml_html.tostring(quote, encoding="unicode"), create_parent="div"),
+            _html_config()).get_text().strip("\n")
+        replacement = lxml_html.Element("pre")
+        replacement.text = "\n" + "\n".join(f"> {line}".rstrip() for line in inner.split("\n"))
+        replacement.tail = quote.tail
+        quote.getparent().replace(quote, replacement)
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text from HTML (inscriptis, Apache-2.0), tags stripped if that fails.
+
+    <blockquote> history comes out as "> " lines, as a text part would have it.
+    """
+    try:
+        from inscriptis import Inscriptis
+        from lxml import html as lxml_html
+
+        source = re.sub(r"^\s*<\?xml[^>]*\?>", "", html)
+        if not source.strip():
+            return ""
+        tree = lxml_html.document_fromstring(source)
+        _quote_blockquotes(tree)
+        text = Inscriptis(tree, _html_config()).get_text()
+        return "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
     except Exception:
         return re.sub(r"<[^>]*>", " ", html)
 

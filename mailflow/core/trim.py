@@ -11,7 +11,9 @@ line (an attribution such as "On … wrote:", a forward/original-message
 separator, an Outlook/Japanese header block, a "-- " delimiter, a trailing
 mobile footer) that comes after some new text; everything from there is cut.
 An attribution before any new text (bottom-posting: "On … wrote:", quotes,
-then the answer) only removes itself; a forward separator or header block
+then the answer) only removes itself, and so does one with only a greeting
+above it and text below its ">" quote (the greeting above, the answer
+below: both are new text); a forward separator or header block
 before any new text means there is no new text at all. Finally every ">" line is dropped, wherever
 it is: interleaved quotes are someone else's words too.
 
@@ -65,6 +67,8 @@ _ATTRIBUTION_PATTERNS = [
     re.compile(r"^\d{4}-\d\d-\d\d \d\d?:\d\d GMT[+-]\d\d:\d\d [\w\s.]+:?$"),
     re.compile(r"^.{0,60}\d{4}年.{0,60}(?:書きました|wrote)?.{0,20}[:：]\s*$"),
     re.compile(r"^.{1,80}さんは(?:書きました|wrote)\s*[:：]?\s*$"),
+    # iPhone/iPad in Japanese: "2026/11/30 10:00、Name <a@b>のメール:"
+    re.compile(r"^.{0,80}\d{4}/\d{1,2}/\d{1,2}.{0,160}のメール\s*[:：]\s*$"),
     re.compile(r"^posted by .+ on \d{2}/\d{2}/\d{4}$", _F),
     re.compile(r"^from:.{1,200}\b(?:sent|date):.{1,200}", _F),
 ]
@@ -128,7 +132,11 @@ _MOBILE_PATTERNS = [
 
 _SIGNOFF = re.compile(r"^\s*[-~]\s?[A-Z][\w.'-]*(?:\s[\w.'-]+){0,2}\s*$")
 _LIST_FOOTER_RULE = re.compile(r"^\s*_{10,}\s*$")
-_RULE = re.compile(r"^\s*(?:[-_=+~#*,.ᐧ—–]\s*){2,}$|^\s*[ᐧ]\s*$")
+_RULE = re.compile(r"^\s*(?:[-_=+~#*,.ᐧ—–━─═＝＿－〜～■□◆◇★☆※・]\s*){2,}$|^\s*[ᐧ]\s*$")
+#: What a Japanese or English signature block is made of, between two rules.
+_SIGNATURE_LINE = re.compile(
+    r"株式会社|有限会社|合同会社|\(株\)|（株）|〒|\b(?:tel|fax|phone|mobile|e-?mail|mail|url)\b"
+    r"|TEL|FAX|https?://|www\.|@|\b(?:inc|ltd|llc|corp|co)\b\.?", re.IGNORECASE)
 _SIG_DELIMITER = re.compile(r"^-- ?$|^--\s*$")
 _QUOTE = re.compile(r"^\s*(?:>|&gt;)")
 # No "[" inside the text and no "(" inside the target: each attempt then stops
@@ -228,6 +236,37 @@ def _only_footer_after(kinds: list[Kind], i: int) -> bool:
     return all(k != Kind.TEXT for k in kinds[i + 1 :])
 
 
+#: A line that only greets: what bottom-posters write above the quote.
+_GREETING_LINE = re.compile(
+    r"^(?:(?:hi|hello|hey|dear|good\s+(?:morning|afternoon|evening)|greetings)\b[^.!?]{0,40}"
+    r"|.{0,30}(?:様|さま|御中|各位)|(?:大変|いつも)?お世話にな(?:って|り)(?:おります|ます)。?"
+    r"|お疲れ(?:様|さま)です。?|.{0,30}(?:です|と申します)。?)$", re.IGNORECASE)
+
+
+def _answer_below_quote(lines: list[str], kinds: list[Kind], i: int) -> bool:
+    """Is the text above the attribution at line i only a greeting, with a ">"
+    quote and then text below it?
+
+    "Hi,\n\nOn … wrote:\n> …\nAPPROVE": a bottom-poster greets above the quote
+    and answers below it; both are new text. When the text above is more than a
+    greeting it is a top-posted answer, and everything from the attribution on
+    is history, as for any top-posted reply.
+    """
+    above = [lines[j].strip() for j in range(i) if kinds[j] == Kind.TEXT]
+    if not above or len(above) > 3 or not all(_GREETING_LINE.match(x) for x in above):
+        return False
+    j = i
+    while j < len(kinds) and kinds[j] == Kind.ATTRIBUTION:
+        j += 1
+    while j < len(kinds) and kinds[j] == Kind.EMPTY:
+        j += 1
+    if j >= len(kinds) or kinds[j] != Kind.QUOTE:
+        return False
+    while j < len(kinds) and kinds[j] in (Kind.QUOTE, Kind.EMPTY):
+        j += 1
+    return j < len(kinds) and kinds[j] == Kind.TEXT
+
+
 def _history_start(lines: list[str], kinds: list[Kind]) -> int:
     """Index of the first line of history/signature after new text, or len(lines)."""
     seen_text = False
@@ -236,6 +275,12 @@ def _history_start(lines: list[str], kinds: list[Kind]) -> int:
             seen_text = True
             continue
         if not seen_text:
+            continue
+        if kind == Kind.ATTRIBUTION and _answer_below_quote(lines, kinds, i):
+            for j in range(i, len(kinds)):  # the attribution goes with its quote
+                if kinds[j] != Kind.ATTRIBUTION:
+                    break
+                kinds[j] = Kind.QUOTE
             continue
         if kind in (Kind.ATTRIBUTION, Kind.SIG_DELIMITER):
             return i
@@ -248,11 +293,25 @@ def _history_start(lines: list[str], kinds: list[Kind]) -> int:
     return len(lines)
 
 
+def _history_or_nothing_after(lines: list[str], kinds: list[Kind], i: int) -> bool:
+    """After line i: only footers and quotes, or history (an attribution, a header block)."""
+    following = [j for j in range(i + 1, len(lines)) if kinds[j] != Kind.EMPTY][:2]
+    if not following or _only_footer_after(kinds, i):
+        return True
+    j = following[0]
+    if kinds[j] == Kind.RULE and len(following) > 1:
+        j = following[1]
+    return kinds[j] == Kind.ATTRIBUTION or _header_block_at(lines, kinds, j)
+
+
 def _rule_opens_history(lines: list[str], kinds: list[Kind], i: int) -> bool:
-    """A "-----" / "_____" line above a header block or attribution, or a list footer.
+    """A "-----" / "_____" line above a header block or attribution, a list
+    footer, or a signature block.
 
     Mailman and Outlook put a long line of underscores above their footer or
     the quoted message; a long underscore line is never part of a reply.
+    Japanese signatures sit between two rules (━━━, ＝＝＝, ----) and name a
+    company, a postcode or a phone number.
     """
     if _LIST_FOOTER_RULE.match(lines[i]):
         return True
@@ -260,7 +319,21 @@ def _rule_opens_history(lines: list[str], kinds: list[Kind], i: int) -> bool:
     if not following:
         return False
     j = following[0]
-    return kinds[j] == Kind.ATTRIBUTION or _header_block_at(lines, kinds, j)
+    return kinds[j] == Kind.ATTRIBUTION or _header_block_at(lines, kinds, j) \
+        or _signature_block_at(lines, kinds, i)
+
+
+def _signature_block_at(lines: list[str], kinds: list[Kind], i: int) -> bool:
+    """Lines i+1.. up to the next rule (at most 10) are a signature, and nothing
+    but history follows it."""
+    block = []
+    for j in range(i + 1, min(len(lines), i + 12)):
+        if kinds[j] == Kind.RULE:
+            return bool(block) and any(_SIGNATURE_LINE.search(x) for x in block) \
+                and _history_or_nothing_after(lines, kinds, j)
+        if kinds[j] != Kind.EMPTY:
+            block.append(lines[j])
+    return False
 
 
 def _drop_leading_history(lines: list[str], kinds: list[Kind]) -> tuple[list[str], list[Kind]]:
@@ -311,7 +384,11 @@ def _starts_with_forward(lines: list[str], kinds: list[Kind]) -> bool:
 
 def _strip_footer(lines: list[str], kinds: list[Kind]) -> list[str]:
     """Drop quotes everywhere, and trailing empty lines, rules and footers."""
-    kept = [(line, kind) for line, kind in zip(lines, kinds, strict=True) if kind != Kind.QUOTE]
+    kept = []
+    for line, kind in zip(lines, kinds, strict=True):
+        if kind == Kind.QUOTE or (kind == Kind.EMPTY and kept and kept[-1][1] == Kind.EMPTY):
+            continue  # a removed quote leaves one blank line, not several
+        kept.append((line, kind))
     while kept and kept[-1][1] in (Kind.EMPTY, Kind.RULE, Kind.MOBILE, Kind.SIG_DELIMITER):
         kept.pop()
     return [line for line, _ in kept]

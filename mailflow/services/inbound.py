@@ -22,7 +22,7 @@ from mailflow.core.classify import (
     request_number_in,
     tokens_in,
 )
-from mailflow.core.keywords import Command, detect_command
+from mailflow.core.decisions import Command, Reading, read_reply
 from mailflow.core.message import InboundMessage, extract_bounced_message_ids, parse_message
 from mailflow.core.states import Status
 from mailflow.core.trim import trim_reply
@@ -128,10 +128,14 @@ class Context:
 
     msg: InboundMessage
     new_text: str
-    command: Command | None
+    reading: Reading
     sender: Client | None
     request: Request | None = None
     quote: Quote | None = None
+
+    @property
+    def command(self) -> Command | None:
+        return self.reading.command
 
 
 def _linked_request(session: Session, desk: Desk, msg: InboundMessage, tokens: list[str],
@@ -164,7 +168,7 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
     policy = desk.settings.policy
     automatic = classify_automatic(msg, own_address=desk.settings.mailbox.address)
     new_text = trim_reply(msg.text)
-    ctx = Context(msg=msg, new_text=new_text, command=detect_command(new_text, msg.subject),
+    ctx = Context(msg=msg, new_text=new_text, reading=read_reply(new_text, msg.subject),
                   sender=client_by_address(session, msg.from_addr))
     if automatic is not None:
         return Facts(own=automatic.kind is AutomaticKind.OWN, automatic=automatic.reason,
@@ -189,7 +193,9 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
     dmarc_failed = False
     if policy.trusted_authserv_id:
         dmarc_failed = dmarc_verdict(msg.headers, policy.trusted_authserv_id) == "fail"
-    return Facts(command=ctx.command, sender_client_id=ctx.sender.id if ctx.sender else None,
+    return Facts(command=ctx.command, buy_count=ctx.reading.count,
+                 buy_count_text=ctx.reading.count_text,
+                 sender_client_id=ctx.sender.id if ctx.sender else None,
                  dmarc_failed=dmarc_failed,
                  require_quote_reference=policy.require_quote_reference, **facts), ctx
 
@@ -286,8 +292,17 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
         case Verdict.QUOTE_EXPIRED:
             requests_service.expire_quote(session, desk, request_id=ctx.request.id)
         case Verdict.ASK_WHICH:
+            # Nothing changes; the client is asked for the one word, and staff see
+            # what was written (it may be a question or a condition for them).
             _answer(session, desk, ctx, "client/ambiguous_reply",
-                    quote=quote_context(desk, ctx.quote) if ctx.quote else None)
+                    quote=quote_context(desk, ctx.quote) if ctx.quote else None,
+                    both=ctx.reading.mentions_both)
+            notify_staff(session, desk, template="staff/comment",
+                         client=session.get(Client, ctx.request.client_id),
+                         request=ctx.request,
+                         context={"from_addr": msg.from_addr, "text": ctx.new_text or msg.text})
+            return InboundStatus.PROCESSED, "unclear decision, client asked: " + ", ".join(
+                r for r in ctx.reading.reasons if r not in ("greeting", "closing"))
         case Verdict.COMMENT:
             notify_staff(session, desk, template="staff/comment",
                          client=session.get(Client, ctx.request.client_id),

@@ -107,3 +107,35 @@ def test_quoted_keywords_never_become_commands(reply):
 def test_reply_quoting_both_keywords_approves_once():
     reply = f"approve\n\nOn Mon, Support <support@example.com> wrote:\n{QUOTED}"
     assert detect_command(trim_reply(reply), "Re: [REQ-1] Quote") is Command.APPROVE
+
+
+LAYOUTS = [
+    ("greeting-above-answer-below",
+     f"Hi,\n\nOn Mon, 3 Mar 2025, Support <support@example.com> wrote:\n{QUOTED}\n\nAPPROVE\n",
+     "Hi,\n\nAPPROVE"),
+    ("greeting-above-answer-right-under-quote",
+     f"お世話になっております。\n\n2025年3月3日(月) 10:00 サポート <support@example.com>:\n{QUOTED}\n"
+     "承認いたします。", "お世話になっております。\n\n承認いたします。"),
+    ("answer-above-is-top-posting",
+     f"APPROVE\n\nOn Mon, 3 Mar 2025, Support <support@example.com> wrote:\n{QUOTED}\n\nREJECT",
+     "APPROVE"),
+    ("japanese-iphone-attribution",
+     "承認します\n\niPhoneから送信\n\n2026/11/30 10:00、サポート <support@example.com>のメール:\n\n> 承認 却下",
+     "承認します"),
+    ("japanese-signature-between-rules",
+     "承認します。\n\n━━━━━━━━━━━━\n株式会社アクメ\n田中 太郎\n〒100-0001 東京都千代田区\n"
+     "TEL: 03-1234-5678\n━━━━━━━━━━━━\n\n差出人: サポート <support@example.com>\n"
+     "送信日時: 2026年11月30日 10:00\n宛先: tanaka@acme.example\n件名: [REQ-1] お見積り\n\n"
+     "作業を進める場合は「承認」、見送る場合は「却下」とご返信ください。",
+     "承認します。"),
+    ("japanese-signature-full-width-equals",
+     "却下でお願いします\n\n＝＝＝＝＝＝＝＝\n株式会社アクメ 田中\nTEL 03-1234-5678\n＝＝＝＝＝＝＝＝",
+     "却下でお願いします"),
+    ("rule-without-signature-stays", "Approved.\n\n----\nsee the attached mockup\n----\n",
+     "Approved.\n\n----\nsee the attached mockup"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in LAYOUTS], ids=[c[0] for c in LAYOUTS])
+def test_trim_client_layouts(text, expected):
+    assert trim_reply(text) == expected

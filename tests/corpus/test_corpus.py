@@ -28,13 +28,15 @@ _spec.loader.exec_module(report)
 #: some), and cut signatures/footers that the reference libraries keep.
 TRIM_THRESHOLDS = {
     "discourse-email_reply_trimmer": 0.88,  # measured 58/64 = 0.906
-    "github-email_reply_parser": 0.85,  # measured 20/22 = 0.909
-    "zapier-email-reply-parser": 0.85,  # measured 22/24 = 0.917
+    "github-email_reply_parser": 0.85,  # measured 21/22 = 0.955
+    "zapier-email-reply-parser": 0.85,  # measured 23/24 = 0.958
     "alfonsrv-mail-parser-reply": 0.45,  # measured 24/47 = 0.511 (reference keeps signatures)
     "mailgun-talon": 0.75,  # measured 10/12 = 0.833 (talon keeps "Sent from my iPhone")
     "mailgun-talon/html": 0.95,  # measured 9/9
 }
-OVERALL_THRESHOLD = 0.78  # measured 143/178 = 0.803
+#: Measured 145/178 = 0.815 (inscriptis for HTML, answers below a quote after a
+#: greeting); 143/178 with html2text before. Never below 143/178 = 0.803.
+OVERALL_THRESHOLD = 0.80
 #: Share of full messages whose text is non-empty; the rest have no text part
 #: at all (attachment-only, header-only, empty parts), listed on failure.
 TEXT_THRESHOLD = 0.96
