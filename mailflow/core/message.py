@@ -63,6 +63,8 @@ KEPT_HEADER_PREFIXES = ("x-mailflow-",)
 MAX_MESSAGE_ID_LENGTH = 255
 #: RFC 5321 limits a path to 256 octets including the angle brackets.
 MAX_ADDRESS_LENGTH = 254
+#: Authentication-Results headers kept (the topmost: our own servers add theirs on top).
+MAX_AUTH_RESULTS = 100
 #: In-Reply-To / References keep at most this many ids (References: the newest).
 #: A header with tens of thousands of ids must not cost quadratic time or turn
 #: into a database query with more parameters than the database accepts.
@@ -116,6 +118,9 @@ class InboundMessage:
     part_types: tuple[str, ...] = ()
     defects: tuple[str, ...] = ()
     size: int = 0
+    #: Every Authentication-Results header, topmost first (at most
+    #: MAX_AUTH_RESULTS): the DMARC check must see all of them, not the first.
+    authentication_results: tuple[str, ...] = ()
     raw: bytes = field(default=b"", repr=False, compare=False)
 
     @property
@@ -742,6 +747,9 @@ def _build(raw: bytes, max_bytes: int | None, attachment_limit: int | None) -> I
         part_types=tuple(_all_part_types(msg)) if not over_limit else (),
         defects=tuple(dict.fromkeys(defects)),
         size=len(raw),
+        authentication_results=tuple(
+            v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            for v in _raw_header_values(msg, "authentication-results")[:MAX_AUTH_RESULTS]),
         raw=raw,
     )
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from sqlmodel import Session, select
 
+from mailflow.core.authres import forbids_action
 from mailflow.core.autoreply import AutomaticKind, classify_automatic
 from mailflow.core.classify import (
     Decision,
@@ -18,7 +19,6 @@ from mailflow.core.classify import (
     Reason,
     Verdict,
     decide,
-    dmarc_verdict,
     request_number_in,
     tokens_in,
 )
@@ -186,9 +186,8 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
             quote_expired=ctx.quote is not None
             and requests_service.quote_is_expired(desk, ctx.quote),
         )
-    dmarc_failed = False
-    if policy.trusted_authserv_id:
-        dmarc_failed = dmarc_verdict(msg.headers, policy.trusted_authserv_id) == "fail"
+    # A trusted fail, or a trusted verdict that cannot be read: never acted on.
+    dmarc_failed = forbids_action(msg.authentication_results, policy.trusted_authserv_id)
     return Facts(command=ctx.command, sender_client_id=ctx.sender.id if ctx.sender else None,
                  dmarc_failed=dmarc_failed,
                  require_quote_reference=policy.require_quote_reference, **facts), ctx
