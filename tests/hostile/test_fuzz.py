@@ -14,6 +14,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from mailflow.core import classify
+from mailflow.core.authres import dmarc_verdict
 from mailflow.core.autoreply import classify_automatic
 from mailflow.core.keywords import detect_command, strip_subject
 from mailflow.core.message import (
@@ -46,7 +47,7 @@ def read_everything(msg: InboundMessage) -> None:
     strip_subject(msg.subject)
     classify_automatic(msg, own_address=SUPPORT)
     extract_bounced_message_ids(msg)
-    classify.dmarc_verdict(msg.headers, "mx.agency.example")
+    dmarc_verdict(msg.authentication_results, "mx.agency.example")
     classify.tokens_in((*msg.to, *msg.cc), msg.text)
     classify.request_number_in(msg.subject, "[REQ-{id}]")
 
