@@ -28,6 +28,7 @@ __all__ = [
     "InboundMessage",
     "bare_address",
     "decode_bytes",
+    "delivery_status_actions",
     "extract_bounced_message_ids",
     "normalise_message_id",
     "parse_message",
@@ -846,3 +847,30 @@ def extract_bounced_message_ids(msg: InboundMessage | bytes) -> tuple[str, ...]:
     except Exception:
         return ()
     return tuple(i for i in dict.fromkeys(found) if i != own)
+
+
+_DSN_REPORT_TYPES = frozenset({"delivery-status", "global-delivery-status"})
+_DSN_PARTS = frozenset({"message/delivery-status", "message/global-delivery-status"})
+_DSN_ACTION = re.compile(r"^[ \t]*action[ \t]*:[ \t]*([a-z]+)", re.IGNORECASE | re.MULTILINE)
+
+
+def delivery_status_actions(msg: InboundMessage | bytes) -> tuple[str, ...]:
+    """The per-recipient `Action` values (`failed`, `delayed`, `delivered`…, lower
+    case) of a delivery status notification (RFC 3464 / 6533): a multipart/report
+    with report-type delivery-status holding a message/delivery-status part.
+    Empty for anything else, whatever its text says. Never raises."""
+    raw = msg.raw if isinstance(msg, InboundMessage) else bytes(msg)
+    try:
+        tree = BytesParser(policy=policy.compat32).parsebytes(raw)
+        actions: list[str] = []
+        for report in tree.walk():
+            if _content_type(report) != "multipart/report" or str(
+                    report.get_param("report-type", "")).lower() not in _DSN_REPORT_TYPES:
+                continue
+            for part in _safe(report.get_payload, []) or []:
+                if isinstance(part, Message) and _content_type(part) in _DSN_PARTS:
+                    text = _part_text(part, [])
+                    actions += [m.group(1).lower() for m in _DSN_ACTION.finditer(text)]
+    except Exception:
+        return ()
+    return tuple(actions)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlmodel import Session, select
 
 from mailflow.core.authres import forbids_action
-from mailflow.core.autoreply import AutomaticKind, classify_automatic
+from mailflow.core.autoreply import AutomaticKind, bounce_evidence, classify_automatic
 from mailflow.core.classify import (
     Decision,
     Facts,
@@ -216,6 +216,10 @@ def _balance_statement(session: Session, desk: Desk, ctx: Context) -> None:
 
 
 def _bounce(session: Session, desk: Desk, ctx: Context) -> str:
+    """Mark our bounced message — only on a failed-delivery report or a known
+    mailer daemon's bounce text: any sender can quote one of our Message-IDs."""
+    if bounce_evidence(ctx.msg) is None:
+        return "bounce-like mail, but no failed-delivery report: nothing marked"
     ids = extract_bounced_message_ids(ctx.msg)
     rows = session.exec(select(Outbox).where(Outbox.message_id.in_(ids))).all() if ids else []
     for row in rows:
