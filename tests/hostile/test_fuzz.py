@@ -15,7 +15,7 @@ from sqlmodel import select
 
 from mailflow.core import classify
 from mailflow.core.authres import dmarc_verdict
-from mailflow.core.autoreply import classify_automatic
+from mailflow.core.autoreply import bounce_evidence, classify_automatic
 from mailflow.core.keywords import detect_command, strip_subject
 from mailflow.core.message import (
     MAX_MESSAGE_ID_LENGTH,
@@ -46,6 +46,7 @@ def read_everything(msg: InboundMessage) -> None:
     detect_command(new_text, msg.subject)
     strip_subject(msg.subject)
     classify_automatic(msg, own_address=SUPPORT)
+    bounce_evidence(msg)
     extract_bounced_message_ids(msg)
     dmarc_verdict(msg.authentication_results, "mx.agency.example")
     classify.tokens_in((*msg.to, *msg.cc), msg.text)
