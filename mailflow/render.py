@@ -20,8 +20,11 @@ Where templates come from
 Subjects
     Each text template starts with ``{% set subject %}…{% endset %}``.  The
     renderer folds it to one line (CR, LF, tabs and other control characters
-    become spaces) so no client-supplied text can inject a header.  Templates
-    put ``request.tag`` in the subject themselves where there is a request.
+    become spaces) so no client-supplied text can inject a header, and cuts
+    it to ``MAX_SUBJECT_CHARS`` with "…" (a client's 10,000-character subject
+    stays whole in the request; people read the first words), keeping the
+    request tag whole.  Templates put ``request.tag`` in the subject
+    themselves where there is a request.
 
 Contexts
     Plain dicts (or any objects with attributes): Jinja resolves ``x.y`` on
@@ -65,6 +68,8 @@ from mailflow.errors import ConfigError
 
 LANGUAGES = ("en", "ja")
 DEFAULT_LANGUAGE = "en"
+#: Longer subjects are cut with "…" (a mail program shows far fewer).
+MAX_SUBJECT_CHARS = 200
 
 # Line breaks and other control characters; a full-width space (U+3000) is text.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029 ]+")
@@ -161,6 +166,19 @@ def _one_line(subject: str) -> str:
     return _CONTROL.sub(" ", subject).strip()
 
 
+def shorten(text: str, limit: int, *, keep: re.Pattern | None = None) -> str:
+    """TEXT cut to at most LIMIT characters, ending in "…"; the first match of
+    KEEP (the request tag) stays whole, moved to the end if the cut would split it."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rstrip() + "…"
+    tag = keep.search(text) if keep is not None else None
+    if tag is not None and tag.end() > limit - 1:
+        room = min(tag.start(), max(0, limit - len(tag.group()) - 2))
+        cut = text[:room].rstrip() + "… " + tag.group()
+    return cut
+
+
 def _tidy_text(text: str) -> str:
     """At most one blank line in a row (left by optional blocks), one final newline."""
     return _BLANK_RUN.sub("\n\n", text).strip("\n") + "\n"
@@ -185,6 +203,8 @@ class Renderer:
         self.folders: tuple[Path, ...] = tuple(folders)
         self.zone = ZoneInfo(timezone)
         self.subject_tag = subject_tag
+        before, _, after = subject_tag.partition("{id}")
+        self._tag = re.compile(re.escape(before) + r"\d+" + re.escape(after))
         self._envs: dict[tuple[str, bool], Environment] = {}
 
     def render(self, name: str, lang: str, context: Mapping[str, Any]) -> Rendered:
@@ -202,7 +222,7 @@ class Renderer:
         module = text_template.make_module(variables)
         if not hasattr(module, "subject"):
             raise ValueError(f"template {text_template.filename} does not set a subject")
-        subject = _one_line(str(module.subject))
+        subject = shorten(_one_line(str(module.subject)), MAX_SUBJECT_CHARS, keep=self._tag)
         text = _tidy_text(str(module))
 
         html = None

@@ -5,6 +5,11 @@ Claiming marks a row `sending` in its own short transaction (`FOR UPDATE SKIP
 LOCKED` on PostgreSQL, so two instances never take the same row).  A row left
 `sending` by a crash is sent again after `smtp.claim_timeout_seconds`: a duplicate is possible
 in that narrow window and detectable by its fixed Message-ID; a loss is not.
+
+A message that cannot be built or sent fails alone: the row becomes `failed`
+with the reason, staff are told (never about a failed staff notice: that could
+loop), and the rest of the batch goes out.  Headers are folded within 78
+characters where they can be (RFC 5322), so no server refuses them as too long.
 """
 
 from __future__ import annotations
@@ -25,10 +30,17 @@ from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from mailflow.adapters.smtp_out import PermanentSendError, SendError, SmtpConnection
+from mailflow.adapters.smtp_out import (
+    PermanentSendError,
+    SendError,
+    SmtpConnection,
+    ascii_address,
+)
 from mailflow.db import create_db_engine, transaction
 from mailflow.desk import Desk
-from mailflow.models import Outbox, OutboxStatus
+from mailflow.models import Outbox, OutboxStatus, Request
+from mailflow.render import shorten
+from mailflow.services.outbox import notify_staff
 
 log = logging.getLogger("mailflow.sender")
 
@@ -54,9 +66,40 @@ def _one_line(value: str) -> str:
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())
 
 
-def _header(value: str) -> str | Header:
+#: The longest word `compat32` can fold at white space within 78 characters,
+#: the header's name included.  A value with a longer word (a URL), or with
+#: non-ASCII text, goes out as RFC 2047 encoded words, which fold anywhere.
+_FOLDABLE_WORD = 60
+#: Display names longer than this are cut with "…".
+MAX_DISPLAY_NAME = 100
+
+
+def _foldable(value: str) -> bool:
+    return value.isascii() and all(len(word) <= _FOLDABLE_WORD for word in value.split())
+
+
+def _header(value: str, name: str) -> str | Header:
     value = _one_line(value)
-    return value if value.isascii() else Header(value, "utf-8")
+    return value if _foldable(value) else Header(value, "utf-8", header_name=name)
+
+
+def _mailbox(name: str, address: str) -> str | Header:
+    """`Name <address>`, the name encoded (and folded) where it needs to be."""
+    name, address = shorten(_one_line(name), MAX_DISPLAY_NAME), ascii_address(address)
+    if _foldable(name):
+        return formataddr((name, address))
+    header = Header(name, "utf-8", header_name="From")
+    header.append(f"<{address}>", "us-ascii")
+    return header
+
+
+def _address_list(addresses: list[str]) -> str:
+    """Recipients for To: a non-ASCII domain in its ASCII form.  A non-ASCII
+    local part stays UTF-8 (RFC 6532), held as surrogate-escaped bytes so the
+    `compat32` generator writes it unencoded; the envelope then needs SMTPUTF8."""
+    found = [ascii_address(address) for address in addresses]
+    return ", ".join(a if a.isascii() else a.encode().decode("ascii", "surrogateescape")
+                     for a in found)
 
 
 def _text_part(body: str, subtype: str) -> MIMEText:
@@ -77,10 +120,9 @@ def build_email(desk: Desk, row: Outbox) -> Message:
         message.attach(_text_part(row.body_html, "html"))
     else:
         message = _text_part(row.body_text, "plain")
-    message["From"] = formataddr((_one_line(mailbox.display_name), mailbox.address),
-                                 charset="utf-8")
-    message["To"] = ", ".join(row.recipients)
-    message["Subject"] = _header(row.subject)
+    message["From"] = _mailbox(mailbox.display_name, mailbox.address)
+    message["To"] = _address_list(row.recipients)
+    message["Subject"] = _header(row.subject, "Subject")
     message["Date"] = format_datetime(row.created_at)
     message["Message-ID"] = f"<{_one_line(row.message_id)}>"
     if row.in_reply_to:
@@ -142,7 +184,27 @@ def _record(engine: Engine, desk: Desk, row: Outbox, error: SendError | None) ->
         outcome = "retrying"
     with engine.begin() as connection:
         connection.execute(update(Outbox).where(Outbox.id == row.id).values(**values))
+    if outcome == "failed":
+        _tell_staff(engine, desk, row, error)
     return outcome
+
+
+def _tell_staff(engine: Engine, desk: Desk, row: Outbox, error: SendError) -> None:
+    """A staff notice about a message that failed for good, in its own transaction.
+    Never about a failed staff notice: its own notice could fail the same way."""
+    if row.template.startswith("staff/"):
+        return
+    try:
+        with transaction(engine) as session:
+            notify_staff(session, desk, template="staff/bounce",
+                         request=session.get(Request, row.request_id) if row.request_id
+                         else None,
+                         context={"original": {"to": row.to_addrs, "subject": row.subject,
+                                               "message_id": row.message_id},
+                                  "reason": f"not sent: {error}"})
+    except Exception:  # the failed row is shown by `mailflow outbox` all the same
+        log.exception("outbox %s failed; the staff notice about it could not be written",
+                      row.id)
 
 
 def _release(engine: Engine, desk: Desk, rows: list[Outbox]) -> None:

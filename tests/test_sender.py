@@ -3,6 +3,8 @@ claim, send, record, back off, fail for good, and never send a row twice."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import threading
 from datetime import UTC, datetime, timedelta
@@ -139,7 +141,9 @@ def test_permanent_failure_is_kept_shown_and_can_be_retried(engine, db_url, cloc
     row = add_row(engine, desk)
     smtp_server.refuse("RCPT", 550, times=1)
     report = send_due(engine, desk)
-    assert (report.sent, report.failed) == (0, 1)
+    assert (report.sent, report.failed) == (1, 1)  # staff were told, in the same run
+    (notice,) = [c.message() for c in smtp_server.messages]
+    assert notice["To"] == "staff@agency.example" and "550" in notice.get_body().get_content()
     failed = get(engine, row.id)
     assert (failed.status, failed.attempts) == (OutboxStatus.FAILED, 1)
     assert "550" in failed.last_error
@@ -153,7 +157,7 @@ def test_permanent_failure_is_kept_shown_and_can_be_retried(engine, db_url, cloc
     runner = CliRunner()
     shown = runner.invoke(cli, ["--config", str(config), "outbox", "--json"])
     assert shown.exit_code == 0, shown.output
-    (listed,) = json.loads(shown.output)
+    (listed,) = [r for r in json.loads(shown.output) if r["status"] == "failed"]
     assert listed["id"] == row.id and listed["status"] == "failed"
     assert listed["attempts"] == 1 and "550" in listed["last_error"]
     assert listed["to"] == "a@acme.example" and listed["body"].startswith("Request 1")
@@ -164,14 +168,14 @@ def test_permanent_failure_is_kept_shown_and_can_be_retried(engine, db_url, cloc
     again = get(engine, row.id)
     assert (again.status, again.attempts) == (OutboxStatus.PENDING, 0)
     assert send_due(engine, desk).sent == 1
-    assert message_ids(smtp_server) == [row.message_id]
+    assert message_ids(smtp_server)[1:] == [row.message_id]
 
 
 def test_max_attempts_temporary_failures_make_it_failed(engine, clock, smtp_server,
                                                         smtp_settings):
     desk = Desk(make_settings(smtp_settings, max_attempts=3), clock=clock)
     row = add_row(engine, desk)
-    smtp_server.refuse("DATA", 451)
+    smtp_server.refuse("RCPT", 451, recipients=["a@acme.example"])
     outcomes = []
     for _ in range(5):  # bounded: more rounds than attempts
         report = send_due(engine, desk)
@@ -181,7 +185,7 @@ def test_max_attempts_temporary_failures_make_it_failed(engine, clock, smtp_serv
     final = get(engine, row.id)
     assert (final.status, final.attempts) == (OutboxStatus.FAILED, 3)
     assert "451" in final.last_error
-    assert smtp_server.messages == []
+    assert [c.recipients for c in smtp_server.messages] == [("staff@agency.example",)]
 
 
 def test_server_down_loses_nothing_and_burns_no_attempts(engine, clock, smtp_settings):
@@ -228,10 +232,12 @@ def test_a_row_that_cannot_become_a_message_does_not_block_the_rest(engine, send
     bad = add_row(engine, sender_desk, 1, to_addrs="")  # nobody to send it to
     good = add_row(engine, sender_desk, 2)
     report = send_due(engine, sender_desk)
-    assert (report.sent, report.failed) == (1, 1)
+    assert (report.sent, report.failed) == (2, 1)  # the good one, and staff told
     assert get(engine, bad.id).status == OutboxStatus.FAILED
     assert "no recipients" in get(engine, bad.id).last_error
-    assert message_ids(smtp_server) == [good.message_id]
+    notice = all_rows(engine)[-1]
+    assert notice.template == "staff/bounce" and "no recipients" in notice.body_text
+    assert message_ids(smtp_server) == [good.message_id, notice.message_id]
 
 
 def test_a_line_break_in_a_stored_subject_never_becomes_a_header(engine, sender_desk,
@@ -289,3 +295,89 @@ def test_two_senders_never_send_a_row_twice(db_url, clock, smtp_server, smtp_set
     finally:
         first.dispose()
         second.dispose()
+
+
+# --- internationalised addresses, and a message that fails alone (issue 9, point 8) ----
+
+@pytest.fixture(params=[True, False], ids=["smtputf8", "no-smtputf8"])
+def utf8_server(request):
+    """A capturing server that offers SMTPUTF8, or one that does not."""
+    with SmtpServer(smtputf8=request.param) as server:
+        yield server
+
+
+def utf8_desk(clock, server: SmtpServer, **staff) -> Desk:
+    smtp = SmtpSettings(host=server.host, port=server.port, timeout_seconds=5)
+    settings = make_settings(smtp)
+    if staff:
+        settings = settings.model_copy(update={
+            "staff": settings.staff.model_copy(update=staff)})
+    return Desk(settings, clock=clock)
+
+
+def test_an_idn_domain_is_sent_as_punycode_with_or_without_smtputf8(engine, clock, utf8_server):
+    desk = utf8_desk(clock, utf8_server)
+    row = add_row(engine, desk, to_addrs="info@例え.jp")
+    assert send_due(engine, desk).sent == 1
+    (captured,) = utf8_server.messages
+    assert captured.recipients == ("info@xn--r8jz45g.jp",)
+    assert "SMTPUTF8" not in captured.mail_options and captured.raw.isascii()
+    assert [a.addr_spec for a in captured.message()["To"].addresses] == ["info@xn--r8jz45g.jp"]
+    assert get(engine, row.id).to_addrs == "info@例え.jp"  # stored as given
+
+
+def test_a_non_ascii_local_part_goes_out_with_smtputf8_or_fails_alone(engine, clock,
+                                                                      utf8_server):
+    desk = utf8_desk(clock, utf8_server)
+    first = add_row(engine, desk, 1)
+    stranger = add_row(engine, desk, 2, to_addrs="jörg@evil.example",
+                       template="client/unknown_sender", request_id=None)
+    last = add_row(engine, desk, 3)
+    report = send_due(engine, desk)
+    rows = all_rows(engine)
+    if utf8_server.smtputf8:
+        assert (report.sent, report.failed) == (3, 0)
+        captured = next(c for c in utf8_server.messages if c.recipients == ("jörg@evil.example",))
+        assert "SMTPUTF8" in captured.mail_options
+        assert b"\r\nTo: j\xc3\xb6rg@evil.example\r\n" in captured.raw  # RFC 6532: UTF-8 as is
+        received = email.message_from_string(captured.raw.decode(), policy=email.policy.default)
+        assert [a.addr_spec for a in received["To"].addresses] == ["jörg@evil.example"]
+        assert len(rows) == 3
+        return
+    # Without SMTPUTF8 the one message fails, visibly, and the rest go out.
+    failed = get(engine, stranger.id)
+    assert (failed.status, failed.attempts) == (OutboxStatus.FAILED, 1)
+    assert "SMTPUTF8" in failed.last_error
+    assert {get(engine, r.id).status for r in (first, last)} == {OutboxStatus.SENT}
+    (notice,) = rows[3:]
+    assert notice.recipients == ["staff@agency.example"] and notice.template == "staff/bounce"
+    assert "jörg@evil.example" in notice.body_text and "SMTPUTF8" in notice.body_text
+    assert report.sent + report.failed == 4  # the notice went out in the same run
+    assert notice.message_id in message_ids(utf8_server)
+
+
+def test_a_staff_notice_that_cannot_be_sent_causes_no_further_notice(engine, clock):
+    with SmtpServer(smtputf8=False) as server:
+        desk = utf8_desk(clock, server, notify=["スタッフ@agency.example"])
+        add_row(engine, desk, to_addrs="jörg@evil.example")
+        report = send_due(engine, desk)
+        rows = all_rows(engine)
+        assert (report.sent, report.failed) == (0, 2)  # the message, then its notice
+        assert [r.template for r in rows] == ["client/ack", "staff/bounce"]
+        assert {r.status for r in rows} == {OutboxStatus.FAILED}
+        assert send_due(engine, desk).sent == 0 and len(all_rows(engine)) == 2
+
+
+def test_one_unsendable_row_among_many_never_stalls_the_rest(engine, clock):
+    with SmtpServer(smtputf8=False) as server:
+        desk = utf8_desk(clock, server)
+        rows = [add_row(engine, desk, n, to_addrs=address) for n, address in enumerate(
+            ["a@acme.example", "jörg@evil.example", "b@beta.example", "info@例え.jp",
+             "c@gamma.example", "d@delta.example", "ｊｏｅ@evil.example"], start=1)]
+        send_due(engine, desk, limit=3)
+        status = {r.to_addrs: get(engine, r.id).status for r in rows}
+        assert [a for a, s in status.items() if s != OutboxStatus.SENT] == [
+            "jörg@evil.example", "ｊｏｅ@evil.example"]
+        assert {status["jörg@evil.example"], status["ｊｏｅ@evil.example"]} == {
+            OutboxStatus.FAILED}
+        assert len(server.messages) == 5 + 2  # five client mails, two staff notices

@@ -10,6 +10,11 @@ case the rest of the batch would fail the same way.
 A message is sent all-or-nothing: every recipient is offered with RCPT before
 DATA, and if any is refused the transaction is reset, nothing is delivered, and
 the error lists the refused addresses in `SendError.refused`.
+
+Internationalised addresses: a non-ASCII domain is sent in its ASCII (IDNA)
+form, which every server takes; a non-ASCII local part has no ASCII form and
+needs a server that offers SMTPUTF8 (RFC 6531), or the message fails alone
+with a `PermanentSendError`.  So does a message that cannot be encoded.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import ssl
 from collections.abc import Sequence
 from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
+from email.policy import EmailPolicy
 from typing import Literal
 
 from mailflow.config import SmtpSettings
@@ -64,13 +70,35 @@ def _reply_error(stage: str, code: int, reply: bytes | str, *,
                 refused=refused, scope=scope)
 
 
+#: Characters IDNA 2003 (the standard library's codec) maps to other letters
+#: where IDNA 2008 keeps them (`straße` would become `strasse`: another domain).
+_IDNA_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
+
+
+def ascii_address(address: str) -> str:
+    """ADDRESS with a non-ASCII domain in its ASCII form (`info@例え.jp` →
+    `info@xn--r8jz45g.jp`), which needs no SMTPUTF8.  A non-ASCII local part
+    has no ASCII form, nor has a domain IDNA cannot encode: unchanged."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii() or _IDNA_DEVIATIONS.intersection(domain):
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address
+
+
 def _flatten(message: Message, international: bool) -> bytes:
-    """The bytes to send: Bcc removed, CRLF line ends (what smtplib.send_message does)."""
+    """The bytes to send: Bcc removed, CRLF line ends (what smtplib.send_message does).
+
+    International (SMTPUTF8) messages may carry UTF-8 in headers (RFC 6532):
+    the modern policies write it as is with `utf8=True`; a `compat32` message
+    writes header values holding surrogate-escaped bytes back as those bytes."""
     message = copy.copy(message)
     del message["Bcc"]
     del message["Resent-Bcc"]
     policy = message.policy
-    if international:
+    if international and isinstance(policy, EmailPolicy):
         policy = policy.clone(utf8=True)
     with io.BytesIO() as out:
         BytesGenerator(out, policy=policy).flatten(message, linesep="\r\n")
@@ -179,12 +207,15 @@ class SmtpConnection:
         """Send MESSAGE to RECIPIENTS with envelope sender ENVELOPE_FROM (may be "")."""
         if isinstance(recipients, str):
             recipients = [recipients]
-        recipients = list(recipients)
+        recipients = [ascii_address(r) for r in recipients]
         if not recipients:
             raise PermanentSendError("no recipients")
-        addresses = [envelope_from, *recipients]
-        international = not all(a.isascii() for a in addresses)
-        data = _flatten(message, international)
+        envelope_from = ascii_address(envelope_from)
+        international = not all(a.isascii() for a in [envelope_from, *recipients])
+        try:
+            data = _flatten(message, international)
+        except Exception as error:  # this message's fault: it must not stop the others
+            raise PermanentSendError(f"cannot encode the message: {error!r:.300}") from error
 
         reused = self._smtp is not None
         if not reused:
@@ -214,8 +245,10 @@ class SmtpConnection:
             options: list[str] = []
             if international:
                 if not smtp.has_extn("smtputf8"):
+                    non_ascii = ", ".join(a for a in [envelope_from, *recipients]
+                                          if not a.isascii())
                     raise PermanentSendError(
-                        "SMTP server does not support SMTPUTF8 for a non-ASCII address")
+                        f"SMTP server does not offer SMTPUTF8, needed for {non_ascii}")
                 options += ["SMTPUTF8", "BODY=8BITMIME"]
             elif not data.isascii() and smtp.has_extn("8bitmime"):
                 options.append("BODY=8BITMIME")

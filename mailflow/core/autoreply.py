@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mailflow.core.message import InboundMessage
+from mailflow.core.message import InboundMessage, delivery_status_actions
 
-__all__ = ["Automatic", "AutomaticKind", "classify_automatic", "detect_automatic", "is_bounce"]
+__all__ = ["Automatic", "AutomaticKind", "bounce_evidence", "classify_automatic",
+           "detect_automatic", "is_bounce"]
 
 
 class AutomaticKind(StrEnum):
@@ -67,6 +68,55 @@ _DSN_BODY = re.compile(
     r"could not be delivered to|delivery to the following recipient",
     re.IGNORECASE | re.MULTILINE,
 )
+#: Known mailer daemons' bounce texts (the formats sisimai reads), matched on the
+#: text with white space collapsed, so a sentence wrapped over lines still matches.
+_BOUNCE_TEXT = re.compile("|".join([
+    r"final-recipient ?:", r"diagnostic-code ?:", r"action ?: ?failed",  # RFC 3464 as text
+    r"this is the mail system at host", r"this is the postfix program at host",  # Postfix
+    r"a message that you sent (?:could not be delivered|contained one or more recipient)",
+    r"the following address\(es\) failed",  # Exim
+    r"your mail sent on: .{0,80}could not be delivered to",  # KDDI
+    r"could not be delivered because of .{0,200}the following recipients were affected",
+    r"sent <<< rcpt to:",  # InterScan, Trend Micro (the SMTP transcript)
+    r"error: invalid user address error message below",  # Apache James, Verizon
+    r"body of message generated response",  # IMail
+    r"the original message was received at", r"transcript of session follows",  # Sendmail
+    r"this message was created automatically by mail delivery software",  # Exim
+    r"this is the qmail-send program at", r"i'm afraid i wasn't able to deliver",  # qmail
+    r"delivery has failed to these recipients", r"did not reach (?:some or all of )?the "
+    r"(?:intended |following )?recipient",  # Exchange, Office 365
+    r"delivery to the following recipients? failed",  # Gmail
+    r"sorry, we were unable to deliver your message",  # Yahoo!
+    r"we were unable to deliver your message to the following address",  # AOL
+    r"there was an error delivering your mail to",  # DragonFly
+    r"this is the mailer-daemon, please do not reply",  # OpenSMTPD
+    r"an error has occurred while attempting to deliver a message",  # OpenSMTPD
+    r"-+ failure reasons -+",  # Lotus Notes
+    r"the following addresses had delivery problems",  # McAfee
+    r"unable to deliver (?:the )?message to",  # MailFoundry, InterScan, others
+    r"the group you tried to contact", r"連絡しようとしたグループ",  # Google Groups
+    r"メッセージはエラーのため送信できませんでした",  # au (EZweb)
+    r"以下のメールアドレスへの送信に失敗しました",  # m-FILTER
+    r"error occurred while trying to deliver the mail to the following recipients",  # WorkMail
+    r"i was unable to deliver your message to the following addresses",  # MessageLabs
+    r"could not be delivered\. this is a permanent error",
+    r"your mail message to the following address\(es\) could not be delivered",
+    r"we had trouble delivering your message",
+    r"original message follows",  # IMail
+    r"this is an automatically generated delivery status notification",
+    r"this report relates to a message you sent",  # Sun/Oracle Messaging Server
+    r"an email that you attempted to send to the following address could not be delivered",
+    r"this is a delivery failure notification message",  # Mimecast
+    r"your message was not able to be delivered",  # SendGrid
+    r"automatic bounce notification",
+    r"no valid recipients were found for this message",
+]), re.IGNORECASE)
+#: A warning that delivery is delayed and still being tried: not a bounce.
+_DELAY_TEXT = re.compile(
+    r"has not yet been delivered|only a notification about a delay|delivery incomplete|"
+    r"will (?:retry|keep trying)|still trying", re.IGNORECASE)
+#: Bounce texts are read this far (their opening lines say what they are).
+_BOUNCE_TEXT_CHARS = 20_000
 _COMPLAINT_SUBJECT = re.compile(r"complaint about message|abuse report|spam report", re.IGNORECASE)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered|delivery (?:status|failure|has failed|notification|problem)|"
@@ -114,6 +164,26 @@ def _looks_like_bounce(msg: InboundMessage) -> bool:
     return _local_part(msg.from_addr) in _DAEMONS or bool(_BOUNCE_SUBJECT.search(msg.subject))
 
 
+def bounce_evidence(msg: InboundMessage) -> str | None:
+    """Why MSG may mark one of our messages bounced, or None.
+
+    A delivery status notification (multipart/report, report-type
+    delivery-status) counts only when a recipient's `Action` is `failed`
+    (`delayed` or `delivered` never do); without one, a known mailer daemon's
+    bounce text counts, unless it announces a delay.  A mail from a
+    mailer-daemon address that is neither marks nothing: anyone can send one
+    quoting our Message-ID."""
+    actions = delivery_status_actions(msg)
+    if actions:
+        # `expired` is no RFC 3464 action, but some senders (SendGrid) write it for failed.
+        failed = {"failed", "expired"}.intersection(actions)
+        return "delivery status: failed" if failed else None
+    text = " ".join(msg.text[:_BOUNCE_TEXT_CHARS].split())
+    if _BOUNCE_TEXT.search(text) and not _DELAY_TEXT.search(text):
+        return "bounce text of a mailer daemon"
+    return None
+
+
 def _check_own(msg: InboundMessage, own_address: str) -> Automatic | None:
     if _same_mailbox(msg.from_addr, own_address):
         return Automatic(AutomaticKind.OWN, "our own message")
@@ -141,15 +211,18 @@ def _check_report(msg: InboundMessage, own_address: str) -> Automatic | None:
 
 
 def _check_daemon_sender(msg: InboundMessage, own_address: str) -> Automatic | None:
-    """MAILER-DAEMON / postmaster in From (address or bare name) or Return-Path."""
+    """MAILER-DAEMON / postmaster in From (address or bare name) or Return-Path,
+    writing what reads like a bounce (a delivery report, a known mailer daemon's
+    text, a bounce subject).  Anything else from such an address is a person's
+    ordinary mail (DESIGN §3), for the other rules to judge."""
     candidates = (
         _local_part(msg.from_addr),
         msg.from_name.strip().lower() if not msg.from_addr else "",
         _local_part(msg.headers.get("return-path", "").strip().strip("<>")),
     )
-    for local in candidates:
-        if local in _DAEMONS:
-            return Automatic(AutomaticKind.BOUNCE, f"sender {local}")
+    local = next((c for c in candidates if c in _DAEMONS), None)
+    if local and (_BOUNCE_SUBJECT.search(msg.subject) or bounce_evidence(msg)):
+        return Automatic(AutomaticKind.BOUNCE, f"sender {local}")
     return None
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from mailflow.core.authres import dmarc_verdict  # noqa: F401 (moved; old callers import it here)
 from mailflow.core.decisions import Command
 from mailflow.core.states import Status
 
@@ -146,33 +147,6 @@ def decide(facts: Facts) -> Decision:
         if decision is not None:
             return decision
     raise AssertionError("the last rule always decides")  # pragma: no cover
-
-
-# --- Authentication-Results (RFC 8601) ---------------------------------------
-
-_DMARC = re.compile(r"\bdmarc\s*=\s*([a-z]+)", re.IGNORECASE)
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
-
-
-def dmarc_verdict(headers: Mapping[str, str] | str | None, authserv_id: str) -> str | None:
-    """The DMARC result our trusted server wrote (`pass`, `fail`, …), or None.
-
-    Only an Authentication-Results header whose authserv-id is ours counts: a
-    sender can write any such header, but not one our own server vouches for
-    (it strips foreign ones with its id)."""
-    if not headers:
-        return None
-    values = headers if isinstance(headers, str) else headers.get("authentication-results", "")
-    values = _FOLD.sub(" ", values)  # a folded header is one value, not several
-    for value in values.splitlines():
-        server, _, results = value.partition(";")
-        # authserv-id is a domain name: compare without case.
-        if [s.lower() for s in server.strip().split()[:1]] != [authserv_id.lower()]:
-            continue
-        match = _DMARC.search(results)
-        if match:
-            return match.group(1).lower()
-    return None
 
 
 _TOKEN_LINE = re.compile(r"(?:Quote reference|見積番号|見積参照)\s*[:：]\s*([a-z2-7]{20,40})",

@@ -28,6 +28,7 @@ __all__ = [
     "InboundMessage",
     "bare_address",
     "decode_bytes",
+    "delivery_status_actions",
     "extract_bounced_message_ids",
     "normalise_message_id",
     "parse_message",
@@ -63,6 +64,8 @@ KEPT_HEADER_PREFIXES = ("x-mailflow-",)
 MAX_MESSAGE_ID_LENGTH = 255
 #: RFC 5321 limits a path to 256 octets including the angle brackets.
 MAX_ADDRESS_LENGTH = 254
+#: Authentication-Results headers kept (the topmost: our own servers add theirs on top).
+MAX_AUTH_RESULTS = 100
 #: In-Reply-To / References keep at most this many ids (References: the newest).
 #: A header with tens of thousands of ids must not cost quadratic time or turn
 #: into a database query with more parameters than the database accepts.
@@ -116,6 +119,9 @@ class InboundMessage:
     part_types: tuple[str, ...] = ()
     defects: tuple[str, ...] = ()
     size: int = 0
+    #: Every Authentication-Results header, topmost first (at most
+    #: MAX_AUTH_RESULTS): the DMARC check must see all of them, not the first.
+    authentication_results: tuple[str, ...] = ()
     raw: bytes = field(default=b"", repr=False, compare=False)
 
     @property
@@ -783,6 +789,9 @@ def _build(raw: bytes, max_bytes: int | None, attachment_limit: int | None) -> I
         part_types=tuple(_all_part_types(msg)) if not over_limit else (),
         defects=tuple(dict.fromkeys(defects)),
         size=len(raw),
+        authentication_results=tuple(
+            v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            for v in _raw_header_values(msg, "authentication-results")[:MAX_AUTH_RESULTS]),
         raw=raw,
     )
 
@@ -879,3 +888,30 @@ def extract_bounced_message_ids(msg: InboundMessage | bytes) -> tuple[str, ...]:
     except Exception:
         return ()
     return tuple(i for i in dict.fromkeys(found) if i != own)
+
+
+_DSN_REPORT_TYPES = frozenset({"delivery-status", "global-delivery-status"})
+_DSN_PARTS = frozenset({"message/delivery-status", "message/global-delivery-status"})
+_DSN_ACTION = re.compile(r"^[ \t]*action[ \t]*:[ \t]*([a-z]+)", re.IGNORECASE | re.MULTILINE)
+
+
+def delivery_status_actions(msg: InboundMessage | bytes) -> tuple[str, ...]:
+    """The per-recipient `Action` values (`failed`, `delayed`, `delivered`…, lower
+    case) of a delivery status notification (RFC 3464 / 6533): a multipart/report
+    with report-type delivery-status holding a message/delivery-status part.
+    Empty for anything else, whatever its text says. Never raises."""
+    raw = msg.raw if isinstance(msg, InboundMessage) else bytes(msg)
+    try:
+        tree = BytesParser(policy=policy.compat32).parsebytes(raw)
+        actions: list[str] = []
+        for report in tree.walk():
+            if _content_type(report) != "multipart/report" or str(
+                    report.get_param("report-type", "")).lower() not in _DSN_REPORT_TYPES:
+                continue
+            for part in _safe(report.get_payload, []) or []:
+                if isinstance(part, Message) and _content_type(part) in _DSN_PARTS:
+                    text = _part_text(part, [])
+                    actions += [m.group(1).lower() for m in _DSN_ACTION.finditer(text)]
+    except Exception:
+        return ()
+    return tuple(actions)

@@ -11,14 +11,14 @@ from datetime import timedelta
 
 from sqlmodel import Session, select
 
-from mailflow.core.autoreply import AutomaticKind, classify_automatic
+from mailflow.core.authres import forbids_action
+from mailflow.core.autoreply import AutomaticKind, bounce_evidence, classify_automatic
 from mailflow.core.classify import (
     Decision,
     Facts,
     Reason,
     Verdict,
     decide,
-    dmarc_verdict,
     request_number_in,
     tokens_in,
 )
@@ -190,9 +190,8 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
             quote_expired=ctx.quote is not None
             and requests_service.quote_is_expired(desk, ctx.quote),
         )
-    dmarc_failed = False
-    if policy.trusted_authserv_id:
-        dmarc_failed = dmarc_verdict(msg.headers, policy.trusted_authserv_id) == "fail"
+    # A trusted fail, or a trusted verdict that cannot be read: never acted on.
+    dmarc_failed = forbids_action(msg.authentication_results, policy.trusted_authserv_id)
     return Facts(command=ctx.command, buy_count=ctx.reading.count,
                  buy_count_text=ctx.reading.count_text,
                  sender_client_id=ctx.sender.id if ctx.sender else None,
@@ -223,6 +222,10 @@ def _balance_statement(session: Session, desk: Desk, ctx: Context) -> None:
 
 
 def _bounce(session: Session, desk: Desk, ctx: Context) -> str:
+    """Mark our bounced message — only on a failed-delivery report or a known
+    mailer daemon's bounce text: any sender can quote one of our Message-IDs."""
+    if bounce_evidence(ctx.msg) is None:
+        return "bounce-like mail, but no failed-delivery report: nothing marked"
     ids = extract_bounced_message_ids(ctx.msg)
     rows = session.exec(select(Outbox).where(Outbox.message_id.in_(ids))).all() if ids else []
     for row in rows:

@@ -2,7 +2,13 @@
 
 import pytest
 
-from mailflow.core.autoreply import AutomaticKind, classify_automatic, detect_automatic, is_bounce
+from mailflow.core.autoreply import (
+    AutomaticKind,
+    bounce_evidence,
+    classify_automatic,
+    detect_automatic,
+    is_bounce,
+)
 from mailflow.core.message import parse_message
 
 OWN = "support@example.com"
@@ -44,16 +50,22 @@ CASES = [
     ("null-return-path", mail("Return-Path: <>\n"), AutomaticKind.AUTO_REPLY, "null return path"),
     (
         "mailer-daemon",
-        mail("From: MAILER-DAEMON@mx.example.org\n"),
+        mail("From: MAILER-DAEMON@mx.example.org\n").replace(
+            b"Subject: Hi", b"Subject: Undelivered Mail Returned to Sender"),
         AutomaticKind.BOUNCE,
         "sender mailer-daemon",
     ),
     (
-        "postmaster",
-        mail("From: postmaster@example.org\n"),
+        "postmaster-bounce-text",
+        mail("From: postmaster@example.org\n",
+             body="This is the mail system at host mx.example.org.\n\nI'm sorry..."),
         AutomaticKind.BOUNCE,
         "sender postmaster",
     ),
+    # A mailer-daemon address writing ordinary mail is a person (DESIGN §3).
+    ("mailer-daemon-ordinary-mail", mail("From: MAILER-DAEMON@acme.example\n",
+                                         body="Message-ID: <ours-1@example.com>"), None, None),
+    ("postmaster-ordinary-mail", mail("From: postmaster@example.org\n"), None, None),
     (
         "own-address",
         mail("From: Support <support@example.com>\n"),
@@ -109,3 +121,44 @@ def test_out_of_office_subject_alone_is_not_automatic():
 def test_is_bounce_tells_bounce_from_auto_reply():
     assert is_bounce(parse_message(DSN))
     assert not is_bounce(parse_message(mail("Auto-Submitted: auto-replied\n")))
+
+
+# --- which bounces may mark one of our messages bounced (issue 9, point 6) -------------
+
+def report(action: str, report_type: str = "delivery-status",
+           outer: str = "multipart/report") -> bytes:
+    return DSN.replace(b"Action: failed", f"Action: {action}".encode()).replace(
+        b"report-type=delivery-status", f"report-type={report_type}".encode()).replace(
+        b"multipart/report", outer.encode())
+
+
+DAEMON = "From: MAILER-DAEMON@acme.example\n"
+QUOTING = "Message-ID: <ours-1@example.com>\n"
+EVIDENCE = [
+    ("dsn-failed", DSN, "delivery status: failed"),
+    ("dsn-failed-case", report("FAILED"), "delivery status: failed"),
+    ("dsn-delayed", report("delayed"), None),
+    ("dsn-delivered", report("delivered"), None),
+    ("dsn-relayed", report("relayed"), None),
+    ("report-of-another-type", report("failed", "disposition-notification"), None),
+    ("status-part-outside-a-report", report("failed", outer="multipart/mixed"), None),
+    ("postfix-text", mail(DAEMON, body="This is the mail system at host mx.acme.example.\n\n"
+                          "I'm sorry to have to inform you that your message could not\n"
+                          f"be delivered to one or more recipients.\n\n{QUOTING}"),
+     "bounce text of a mailer daemon"),
+    ("qmail-text-wrapped", mail(DAEMON, body="Hi. This is the qmail-send\nprogram at mx.\n"),
+     "bounce text of a mailer daemon"),
+    ("exim-delay-warning", mail(DAEMON, body="This message was created automatically by mail "
+                                "delivery software.\nA message that you sent has not yet been "
+                                "delivered to one or more of its recipients."), None),
+    ("daemon-quoting-our-id", mail(DAEMON, body=f"Your mail bounced.\n{QUOTING}"), None),
+    ("daemon-bounce-subject-only", mail(DAEMON).replace(b"Subject: Hi", b"Subject: Undelivered"),
+     None),
+    ("person", mail("", body="The banner could not be delivered to the printer."), None),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [c[1:] for c in EVIDENCE],
+                         ids=[c[0] for c in EVIDENCE])
+def test_bounce_evidence(raw, expected):
+    assert bounce_evidence(parse_message(raw)) == expected

@@ -14,7 +14,8 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from mailflow.core import classify
-from mailflow.core.autoreply import classify_automatic
+from mailflow.core.authres import dmarc_verdict
+from mailflow.core.autoreply import bounce_evidence, classify_automatic
 from mailflow.core.keywords import detect_command, strip_subject
 from mailflow.core.message import (
     MAX_MESSAGE_ID_LENGTH,
@@ -45,8 +46,9 @@ def read_everything(msg: InboundMessage) -> None:
     detect_command(new_text, msg.subject)
     strip_subject(msg.subject)
     classify_automatic(msg, own_address=SUPPORT)
+    bounce_evidence(msg)
     extract_bounced_message_ids(msg)
-    classify.dmarc_verdict(msg.headers, "mx.agency.example")
+    dmarc_verdict(msg.authentication_results, "mx.agency.example")
     classify.tokens_in((*msg.to, *msg.cc), msg.text)
     classify.request_number_in(msg.subject, "[REQ-{id}]")
 

@@ -28,6 +28,7 @@ class Captured:
     envelope_from: str  # "" for the null sender <>
     recipients: tuple[str, ...]
     raw: bytes
+    mail_options: tuple[str, ...] = ()  # e.g. ("SMTPUTF8", "BODY=8BITMIME")
 
     def message(self) -> EmailMessage:
         return email.message_from_bytes(self.raw, policy=email.policy.default)
@@ -115,7 +116,8 @@ class CaptureHandler:
             raw = raw.encode("utf-8", "surrogateescape")
         with self._lock:
             self._messages.append(
-                Captured("" if envelope.mail_from == "<>" else envelope.mail_from, tuple(envelope.rcpt_tos), bytes(raw)))
+                Captured("" if envelope.mail_from == "<>" else envelope.mail_from, tuple(envelope.rcpt_tos), bytes(raw),
+                         tuple(envelope.mail_options)))
             self._lock.notify_all()
         return "250 Message accepted for delivery"
 
@@ -146,9 +148,12 @@ class CaptureHandler:
 class SmtpServer:
     """Capturing SMTP server on 127.0.0.1:<free port>.  `start()`/`stop()` or `with`."""
 
-    def __init__(self, port: int | None = None, *, users: dict[str, str] | None = None) -> None:
-        """USERS (login -> password) turns on AUTH PLAIN/LOGIN without TLS (not required)."""
+    def __init__(self, port: int | None = None, *, users: dict[str, str] | None = None,
+                 smtputf8: bool = True) -> None:
+        """USERS (login -> password) turns on AUTH PLAIN/LOGIN without TLS (not required).
+        SMTPUTF8: offer the extension (RFC 6531) for internationalised addresses."""
         self.host = HOST
+        self.smtputf8 = smtputf8
         self.port = port or 0
         self.users = dict(users) if users else None
         self.handler = CaptureHandler()
@@ -171,7 +176,7 @@ class SmtpServer:
         self._controller = Controller(
             self.handler, hostname=HOST, port=self.port, ready_timeout=10,
             # Keep the bytes exactly as sent; do not decode or add headers.
-            decode_data=False, enable_SMTPUTF8=True,
+            decode_data=False, enable_SMTPUTF8=self.smtputf8,
             **({"authenticator": self._authenticate, "auth_require_tls": False}
                if self.users is not None else {}),
         )
