@@ -299,8 +299,9 @@ class Settings(_Section):
     @model_validator(mode="before")
     @classmethod
     def _oauth2_defaults(cls, data: object) -> object:
-        """`smtp.oauth2` left out with `smtp.auth: oauth2` is `mailbox.imap.oauth2`
-        (one sign-in for both); a `token_file` left out is `default_token_file`."""
+        """`smtp.oauth2` left out (or its provider null) with `smtp.auth: oauth2` is
+        `mailbox.imap.oauth2` (one sign-in for both); a `token_file` left out is
+        `default_token_file`."""
         if not isinstance(data, dict):
             return data
         mailbox = data.get("mailbox")
@@ -309,8 +310,9 @@ class Settings(_Section):
         data = dict(data)
         if isinstance(imap, dict) and isinstance(imap.get("oauth2"), dict):
             data["mailbox"] = {**mailbox, "imap": _with_token_file(imap, data)}
-            if isinstance(smtp, dict) and smtp.get("auth") == "oauth2" \
-                    and smtp.get("oauth2") is None:
+            own = smtp.get("oauth2") if isinstance(smtp, dict) else None
+            if isinstance(smtp, dict) and smtp.get("auth") == "oauth2" and (
+                    own is None or isinstance(own, dict) and own.get("provider") is None):
                 smtp = {**smtp, "oauth2": imap["oauth2"]}
         if isinstance(smtp, dict) and isinstance(smtp.get("oauth2"), dict):
             data["smtp"] = _with_token_file(smtp, data)
@@ -320,7 +322,7 @@ class Settings(_Section):
     def _smtp_oauth2_known(self) -> Settings:
         if self.smtp.auth == "oauth2" and not self.smtp.oauth2.configured:
             raise KeyProblem("smtp.oauth2.provider", "required when smtp.auth is oauth2 "
-                             "(left out, it is mailbox.imap.oauth2, which is not set either)")
+                             "(left null, it is mailbox.imap.oauth2's, which is null too)")
         return self
 
     @field_validator("timezone")

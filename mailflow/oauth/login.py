@@ -134,6 +134,7 @@ def _loopback_flow(tokens: TokenSource, *, open_browser: bool, port: int,
     import webbrowser
 
     from google_auth_oauthlib.flow import InstalledAppFlow, WSGITimeoutError
+    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
     provider = tokens.provider
     client = {"client_id": provider.client_id, "client_secret": tokens.client_secret or "",
@@ -156,6 +157,10 @@ def _loopback_flow(tokens: TokenSource, *, open_browser: bool, port: int,
             authorization_prompt_message=f"Open this address in a browser and sign in as "
                                          f"{account}:\n{{url}}",
             success_message="mailflow is signed in. You may close this window.", **extra)
+    except OAuth2Error as error:  # refused: at the sign-in page or at the token endpoint
+        raise OAuthError(f"{tokens.where}: the sign-in ended: {_one_line(error.error)}"
+                         + (f": {_one_line(error.description)}" if error.description else "")
+                         ) from None
     except WSGITimeoutError:
         raise OAuthError(f"{tokens.where}: no answer from the browser within "
                          f"{timeout:.0f}s; run the command again") from None

@@ -169,6 +169,12 @@ class TokenServer:
                 if user_code in (None, device.user_code):
                     device.approved_user = user or self.consent_user
 
+    def deny_device(self) -> None:
+        """The person refuses at the sign-in page (every pending code)."""
+        with self._lock:
+            for device in self._devices.values():
+                device.denied = True
+
     def introspect(self, token: str) -> dict:
         with self._lock:
             self.counts["introspect"] += 1
