@@ -100,6 +100,8 @@ class TokenSource:
         self.store = store
         self.clock = clock
         self.timeout = timeout
+        # A secret named but missing fails now, at the connection, not at the first refresh.
+        self.client_secret = _client_secret(oauth2, where)
 
     @classmethod
     def for_section(cls, section: ImapSettings | SmtpSettings, where: str) -> TokenSource:
@@ -111,17 +113,6 @@ class TokenSource:
     @property
     def account(self) -> str:
         return f"{self.username} ({self.provider.name})"
-
-    @property
-    def client_secret(self) -> str | None:
-        env = self.oauth2.client_secret_env
-        if env is None:
-            return None
-        secret = self.oauth2.client_secret
-        if secret is None:
-            raise ConfigError(f"{self.where}.oauth2.client_secret_env: environment "
-                              f"variable {env} is not set")
-        return secret
 
     # -- the access token ---------------------------------------------------------------
 
@@ -230,6 +221,17 @@ class TokenSource:
 
     def same_sign_in(self, other: TokenSource) -> bool:
         return self.key == other.key and self.store.describe() == other.store.describe()
+
+
+def _client_secret(oauth2: OAuth2Settings, where: str) -> str | None:
+    env = oauth2.client_secret_env
+    if env is None:
+        return None
+    secret = oauth2.client_secret
+    if secret is None:
+        raise ConfigError(f"{where}.oauth2.client_secret_env: environment variable {env} "
+                          "is not set")
+    return secret
 
 
 class _Refused(Exception):

@@ -10,6 +10,7 @@ import pytest
 from mailflow.adapters.imap import Mailbox, MailboxError
 from mailflow.adapters.smtp_out import PermanentSendError, SmtpConnection, TemporarySendError
 from mailflow.config import ImapSettings, OAuth2Settings, SmtpSettings
+from mailflow.errors import ConfigError
 from mailflow.oauth.tokens import LoginNeeded, TokenSource
 from tests.integration.oauth_world import USER, generic, imap_oauth, sign_in, smtp_oauth
 from tests.mails import mail
@@ -208,3 +209,14 @@ def test_imap_and_smtp_configured_alike_share_one_sign_in(
     _send(smtp)
     assert token_server.counts["token"] == 0  # one stored token served both
     assert OAuth2Settings(**oauth2).token_file == oauth2["token_file"]
+
+
+def test_a_client_secret_variable_that_is_not_set_fails_at_connect(
+        oauth_dovecot, token_server, oauth2, monkeypatch):
+    monkeypatch.delenv("MAILFLOW_TEST_SECRET", raising=False)
+    settings = imap_oauth(oauth_dovecot.port, {**oauth2, "client_secret_env":
+                                               "MAILFLOW_TEST_SECRET"})
+    with pytest.raises(ConfigError, match=r"^mailbox.imap.oauth2.client_secret_env: "
+                                          r"environment variable MAILFLOW_TEST_SECRET is not set"):
+        Mailbox(settings).connect()
+    assert token_server.counts["token"] == 0
