@@ -20,6 +20,7 @@ sign-in (`sign_ins()`).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +78,9 @@ def login(settings: Settings, *, announce: Announce, open_browser: bool = True,
         tokens.save_login(token)
         done.append(f"signed in: {sign_in.names} as {tokens.account}; "
                     f"token stored in {tokens.store.describe()}")
+        if os.geteuid() == 0 and not tokens.store.uses_keyring:
+            done.append("note: you are root, so root owns the token file; run this as the "
+                        "user mailflow runs as (sudo -u mailflow …) or it cannot renew tokens")
         who = _signed_in_as(token)
         if who and who.lower() != tokens.username.lower():
             done.append(f"note: signed in as {who}, not {tokens.username}; that works only "
