@@ -36,6 +36,7 @@ from sqlalchemy.engine import Engine
 
 from mailflow.adapters.imap import Backoff, Mailbox, MailboxError
 from mailflow.desk import Desk
+from mailflow.errors import ConfigError
 from mailflow.intake import DatabaseUnavailable
 from mailflow.oauth.tokens import LoginNeeded, OAuthError, TokenSource
 from mailflow.poller import Poller
@@ -97,7 +98,7 @@ class Service:
                         self._idling = False
                 else:
                     self.stop.wait(wait)
-            except OAuthError as error:
+            except (OAuthError, ConfigError) as error:  # a person must act
                 self._sign_in_refused(error)
                 break
             except MailboxError as error:
@@ -123,8 +124,9 @@ class Service:
 
     # -- a refused sign-in ------------------------------------------------------------
 
-    def _sign_in_refused(self, error: OAuthError) -> None:
-        """One line, staff told (once, through SMTP if it still works), then stop."""
+    def _sign_in_refused(self, error: OAuthError | ConfigError) -> None:
+        """One line, staff told of a refused sign-in (once, through SMTP if it
+        still works), then stop."""
         log.error("%s", error)
         if isinstance(error, LoginNeeded):
             from mailflow.oauth.check import tell_staff_login_needed
@@ -138,15 +140,15 @@ class Service:
         self.errors.append(error)
         self.request_stop()
 
-    def _smtp_sign_in_refused(self) -> LoginNeeded | None:
+    def _smtp_sign_in_refused(self) -> LoginNeeded | ConfigError | None:
         """The sender's SMTP sign-in, as its child process left it in the token store."""
         if self.desk.settings.smtp.auth != "oauth2":
             return None
-        if self._smtp_tokens is None:
-            self._smtp_tokens = TokenSource.for_section(self.desk.settings.smtp, "smtp")
         try:
+            if self._smtp_tokens is None:
+                self._smtp_tokens = TokenSource.for_section(self.desk.settings.smtp, "smtp")
             self._smtp_tokens.refused()
-        except LoginNeeded as error:
+        except (LoginNeeded, ConfigError) as error:
             return error
         return None
 
