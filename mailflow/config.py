@@ -13,7 +13,14 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mailflow.errors import ConfigError
 
@@ -22,6 +29,98 @@ DEFAULT_PATHS = ("mailflow.yaml", "config.yaml")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KeyProblem(ValueError):
+    """A problem with one key below the section being validated (a combination
+    of keys): the error names `section.KEY`, not just the section."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key, self.message = key, message
+
+
+AuthMethod = Literal["password", "oauth2"]
+TOKEN_FILE_NAME = "mailflow-oauth.json"
+
+
+class OAuth2Settings(_Section):
+    """How to get an OAuth2 access token for XOAUTH2 (`auth: oauth2`)."""
+
+    provider: Literal["google", "microsoft", "generic"] | None = None
+    client_id: str | None = None
+    client_secret_env: str | None = None
+    tenant: str | None = None
+    authority: str | None = None
+    auth_url: str | None = None
+    token_url: str | None = None
+    device_url: str | None = None
+    scopes: tuple[str, ...] | None = None
+    token_store: Literal["auto", "file", "keyring"] = "auto"
+    token_file: str | None = None
+
+    @field_validator("authority", "auth_url", "token_url", "device_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("scopes")
+    @classmethod
+    def _some_scopes(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not all(s.strip() for s in value):
+            raise ValueError("scopes must be non-empty words")
+        return value
+
+    @property
+    def configured(self) -> bool:
+        return self.provider is not None
+
+    @property
+    def client_secret(self) -> str | None:
+        return os.environ.get(self.client_secret_env) if self.client_secret_env else None
+
+    @model_validator(mode="after")
+    def _fits_the_provider(self) -> OAuth2Settings:
+        provider = self.provider
+        if provider is None:
+            return self
+        if not self.client_id:
+            raise KeyProblem("client_id", f"required for provider {provider}")
+        only = {"tenant": "microsoft", "authority": "microsoft", "device_url": "generic"}
+        for key, owner in only.items():
+            if getattr(self, key) is not None and provider != owner:
+                raise KeyProblem(key, f"only for provider {owner}, not {provider}")
+        if provider == "microsoft":
+            for key in ("auth_url", "token_url"):
+                if getattr(self, key) is not None:
+                    raise KeyProblem(key, "not for provider microsoft (its endpoints come "
+                                          "from authority and tenant)")
+            if self.client_secret_env is not None:
+                raise KeyProblem("client_secret_env", "not used for provider microsoft: "
+                                 "the app is a public client (turn on 'Allow public client "
+                                 "flows' in its registration)")
+        if provider == "google" and not self.client_secret_env:
+            raise KeyProblem("client_secret_env", "required for provider google (the "
+                             "client secret of the Desktop app OAuth client)")
+        if provider == "generic":
+            if not self.token_url:
+                raise KeyProblem("token_url", "required for provider generic")
+            if not (self.auth_url or self.device_url):
+                raise KeyProblem("device_url", "provider generic needs device_url (device "
+                                 "code flow) or auth_url (browser, loopback redirect)")
+            if not self.scopes:
+                raise KeyProblem("scopes", "required for provider generic")
+        return self
+
+
+def _auth_matches_oauth2(auth: str, oauth2: OAuth2Settings) -> None:
+    if auth == "oauth2" and not oauth2.configured:
+        raise KeyProblem("oauth2.provider", "required when auth is oauth2")
+    if auth == "password" and oauth2.configured:
+        raise KeyProblem("auth", "is password, but oauth2.provider is set: write "
+                                 "auth: oauth2 (or remove the oauth2 section)")
 
 
 class ImapSettings(_Section):
@@ -37,6 +136,13 @@ class ImapSettings(_Section):
     poll_seconds: int = Field(60, ge=1)
     start: Literal["new", "all"] = "new"
     batch_size: int = Field(100, ge=1, le=5000)
+    auth: AuthMethod = "password"
+    oauth2: OAuth2Settings = OAuth2Settings()
+
+    @model_validator(mode="after")
+    def _auth_fits(self) -> ImapSettings:
+        _auth_matches_oauth2(self.auth, self.oauth2)
+        return self
 
     @property
     def password(self) -> str | None:
@@ -67,6 +173,18 @@ class SmtpSettings(_Section):
     timeout_seconds: float = Field(30, gt=0)
     max_attempts: int = Field(8, ge=1)
     claim_timeout_seconds: int = Field(300, ge=0)
+    auth: AuthMethod = "password"
+    oauth2: OAuth2Settings = OAuth2Settings()
+
+    @model_validator(mode="after")
+    def _auth_fits(self) -> SmtpSettings:
+        if self.auth == "oauth2" and not self.username:
+            raise KeyProblem("username", "required when auth is oauth2 (the mailbox "
+                                         "address the token belongs to)")
+        if self.oauth2.configured or self.auth == "password":
+            # Left out with auth: oauth2, it is mailbox.imap.oauth2 (Settings fills it in).
+            _auth_matches_oauth2(self.auth, self.oauth2)
+        return self
 
     @property
     def password(self) -> str | None:
@@ -178,6 +296,35 @@ class Settings(_Section):
     templates_dir: str | None = None
     language: Literal["en", "ja"] = "en"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _oauth2_defaults(cls, data: object) -> object:
+        """`smtp.oauth2` left out (or its provider null) with `smtp.auth: oauth2` is
+        `mailbox.imap.oauth2` (one sign-in for both); a `token_file` left out is
+        `default_token_file`."""
+        if not isinstance(data, dict):
+            return data
+        mailbox = data.get("mailbox")
+        imap = mailbox.get("imap") if isinstance(mailbox, dict) else None
+        smtp = data.get("smtp")
+        data = dict(data)
+        if isinstance(imap, dict) and isinstance(imap.get("oauth2"), dict):
+            data["mailbox"] = {**mailbox, "imap": _with_token_file(imap, data)}
+            own = smtp.get("oauth2") if isinstance(smtp, dict) else None
+            if isinstance(smtp, dict) and smtp.get("auth") == "oauth2" and (
+                    own is None or isinstance(own, dict) and own.get("provider") is None):
+                smtp = {**smtp, "oauth2": imap["oauth2"]}
+        if isinstance(smtp, dict) and isinstance(smtp.get("oauth2"), dict):
+            data["smtp"] = _with_token_file(smtp, data)
+        return data
+
+    @model_validator(mode="after")
+    def _smtp_oauth2_known(self) -> Settings:
+        if self.smtp.auth == "oauth2" and not self.smtp.oauth2.configured:
+            raise KeyProblem("smtp.oauth2.provider", "required when smtp.auth is oauth2 "
+                             "(left null, it is mailbox.imap.oauth2's, which is null too)")
+        return self
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -204,11 +351,36 @@ class Settings(_Section):
         return next((item for item in self.catalog if item.key == key), None)
 
 
+def default_token_file(database_url: str) -> str:
+    """Where OAuth2 tokens are kept when `token_file` is left out: beside the
+    SQLite database file, else (PostgreSQL) in the home directory."""
+    if database_url.startswith("sqlite:///"):
+        database = database_url.removeprefix("sqlite:///").split("?", 1)[0]
+        if database and database != ":memory:":
+            return str(Path(database).parent / TOKEN_FILE_NAME)
+    return str(Path.home() / TOKEN_FILE_NAME)
+
+
+def _with_token_file(section: dict, data: dict) -> dict:
+    oauth2 = section["oauth2"]
+    if not isinstance(oauth2, dict) or oauth2.get("provider") is None \
+            or oauth2.get("token_file") is not None:
+        return section
+    url = data.get("database_url", Settings.model_fields["database_url"].default)
+    path = default_token_file(url if isinstance(url, str) else "")
+    return {**section, "oauth2": {**oauth2, "token_file": path}}
+
+
 def _describe(error: dict) -> str:
-    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    parts = [str(part) for part in error["loc"]]
+    problem = (error.get("ctx") or {}).get("error")
+    if isinstance(problem, KeyProblem):
+        parts.append(problem.key)
+    location = ".".join(parts) or "(top level)"
     if error["type"] == "extra_forbidden":
         return _one_line(f"{location}: unknown key")
-    message = error["msg"].removeprefix("Value error, ")
+    message = problem.message if isinstance(problem, KeyProblem) else \
+        error["msg"].removeprefix("Value error, ")
     return _one_line(f"{location}: {message}")
 
 

@@ -14,12 +14,21 @@ Threads, each with one job:
 `stop` (set by SIGTERM/SIGINT) ends each loop after the message or batch in
 hand is committed; nothing is left half-done because every unit of work is a
 transaction.
+
+With OAuth2 (`auth: oauth2`), the mail thread reconnects when its session's
+access token is due for renewal (Exchange Online ends the session when the
+token expires), and after any drop (a revoked token, a `BYE`) with a new token.
+When the provider refuses the sign-in itself (`LoginNeeded`: revoked or expired
+refresh token) — seen by the mail thread, or by the sender child in the token
+store — `serve` logs one line saying to run `mailflow mailbox login`, tells
+staff by mail if SMTP still works, and stops with exit code 1.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,11 +36,17 @@ from sqlalchemy.engine import Engine
 
 from mailflow.adapters.imap import Backoff, Mailbox, MailboxError
 from mailflow.desk import Desk
+from mailflow.errors import ConfigError
 from mailflow.intake import DatabaseUnavailable
+from mailflow.oauth.tokens import LoginNeeded, OAuthError, TokenSource
 from mailflow.poller import Poller
 from mailflow.sender import SenderProcess
 
 log = logging.getLogger("mailflow.serve")
+
+# How often the main thread looks whether the sender's SMTP sign-in was refused.
+SIGN_IN_WATCH_SECONDS = 2.0
+
 
 @dataclass
 class Service:
@@ -44,6 +59,7 @@ class Service:
     _idling: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     errors: list[BaseException] = field(default_factory=list)
+    _smtp_tokens: TokenSource | None = None
 
     # -- mail --------------------------------------------------------------------
 
@@ -66,17 +82,25 @@ class Service:
                     continue
                 if report.processed or report.failed or report.duplicates:
                     continue  # mail may have arrived while we worked: poll again first
+                wait = self._session_seconds(settings.poll_seconds)
+                if wait <= 0:
+                    log.info("IMAP: the session's OAuth2 token is due for renewal; reconnecting")
+                    self.mailbox.close()
+                    continue
                 if self.mailbox.has_idle:
                     with self._lock:
                         if self.stop.is_set():
                             break
                         self._idling = True  # only now may a stop cut the connection
                     try:
-                        self.mailbox.idle_wait(settings.poll_seconds)
+                        self.mailbox.idle_wait(wait)
                     finally:
                         self._idling = False
                 else:
-                    self.stop.wait(settings.poll_seconds)
+                    self.stop.wait(wait)
+            except (OAuthError, ConfigError) as error:  # a person must act
+                self._sign_in_refused(error)
+                break
             except MailboxError as error:
                 if self.stop.is_set():
                     break
@@ -90,6 +114,43 @@ class Service:
                           error, delay)
                 self.stop.wait(delay)
         self.mailbox.close()
+
+    def _session_seconds(self, poll_seconds: float) -> float:
+        """How long to wait for mail before the session's token must be renewed."""
+        renew_at = self.mailbox.session_renew_at if self.mailbox else None
+        if renew_at is None:
+            return poll_seconds
+        return min(poll_seconds, renew_at - time.time())
+
+    # -- a refused sign-in ------------------------------------------------------------
+
+    def _sign_in_refused(self, error: OAuthError | ConfigError) -> None:
+        """One line, staff told of a refused sign-in (once, through SMTP if it
+        still works), then stop."""
+        log.error("%s", error)
+        if isinstance(error, LoginNeeded):
+            from mailflow.oauth.check import tell_staff_login_needed
+
+            try:
+                if tell_staff_login_needed(self.engine, self.desk, error):
+                    log.info("staff told by mail")
+                    self.wake_sender()
+            except Exception:
+                log.exception("could not queue the staff notice")
+        self.errors.append(error)
+        self.request_stop()
+
+    def _smtp_sign_in_refused(self) -> LoginNeeded | ConfigError | None:
+        """The sender's SMTP sign-in, as its child process left it in the token store."""
+        if self.desk.settings.smtp.auth != "oauth2":
+            return None
+        try:
+            if self._smtp_tokens is None:
+                self._smtp_tokens = TokenSource.for_section(self.desk.settings.smtp, "smtp")
+            self._smtp_tokens.refused()
+        except (LoginNeeded, ConfigError) as error:
+            return error
+        return None
 
     # -- scheduled jobs -------------------------------------------------------------
 
@@ -166,7 +227,10 @@ class Service:
         if scheduler:
             sched = self.start_scheduler()
         log.info("mailflow serving %s", self.desk.settings.mailbox.address)
-        self.stop.wait()
+        while not self.stop.wait(SIGN_IN_WATCH_SECONDS):
+            refused = self._smtp_sign_in_refused()
+            if refused is not None:
+                self._sign_in_refused(refused)
         log.info("stopping: finishing the work in hand")
         if sched is not None:
             sched.shutdown(wait=True)

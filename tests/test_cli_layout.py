@@ -68,6 +68,7 @@ def loaded(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
     pytest.param(["balance", "--help"], id="balance-help"),
     pytest.param(["dev", "--help"], id="dev-help"),
     pytest.param(["jobs", "list", "--help"], id="jobs-list-help"),
+    pytest.param(["mailbox", "login", "--help"], id="mailbox-login-help"),
 ])
 def test_help_imports_no_database_library_nor_service(args, tmp_path):
     assert loaded(modules_after(args, tmp_path), HEAVY) == []

@@ -81,7 +81,7 @@ def commented_keys(text: str) -> dict[str, str]:
         if stripped.startswith("#"):
             comment.append(stripped)
             continue
-        match = re.match(r"^( *)([A-Za-z_]+):", line)
+        match = re.match(r"^( *)([A-Za-z_][A-Za-z0-9_]*):", line)
         if match:
             indent = len(match.group(1))
             while stack and stack[-1][0] >= indent:
@@ -180,6 +180,71 @@ BAD_CONFIGS = [
                  id="catalog-item-without-credits"),
     pytest.param("catalog:\n  - {key: a, credits: 0, title: A}\n", "catalog.0.credits:",
                  id="catalog-item-zero-credits"),
+    pytest.param("mailbox:\n  imap:\n    auth: token\n", "mailbox.imap.auth:",
+                 id="bad-imap-auth"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n",
+                 "mailbox.imap.oauth2.provider: required when auth is oauth2",
+                 id="oauth2-without-provider"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n    oauth2: {provider: yahoo}\n",
+                 "mailbox.imap.oauth2.provider:", id="oauth2-unknown-provider"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n    oauth2: {provider: google}\n",
+                 "mailbox.imap.oauth2.client_id: required for provider google",
+                 id="oauth2-without-client-id"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n"
+                 "    oauth2: {provider: google, client_id: c}\n",
+                 "mailbox.imap.oauth2.client_secret_env: required for provider google",
+                 id="google-without-client-secret"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n"
+                 "    oauth2: {provider: google, client_id: c, client_secret_env: S, tenant: t}\n",
+                 "mailbox.imap.oauth2.tenant: only for provider microsoft, not google",
+                 id="tenant-for-google"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n"
+                 "    oauth2: {provider: microsoft, client_id: c, client_secret_env: S}\n",
+                 "mailbox.imap.oauth2.client_secret_env: not used for provider microsoft",
+                 id="secret-for-microsoft"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n    oauth2: {provider: microsoft, "
+                 "client_id: c, token_url: 'https://x.example/token'}\n",
+                 "mailbox.imap.oauth2.token_url: not for provider microsoft",
+                 id="token-url-for-microsoft"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n    oauth2: {provider: microsoft, "
+                 "client_id: c, device_url: 'https://x.example/device'}\n",
+                 "mailbox.imap.oauth2.device_url: only for provider generic",
+                 id="device-url-for-microsoft"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n"
+                 "    oauth2: {provider: generic, client_id: c, scopes: [mail]}\n",
+                 "mailbox.imap.oauth2.token_url: required for provider generic",
+                 id="generic-without-token-url"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n    oauth2: {provider: generic, "
+                 "client_id: c, token_url: 'https://x.example/token', scopes: [mail]}\n",
+                 "mailbox.imap.oauth2.device_url: provider generic needs device_url",
+                 id="generic-without-flow"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n    oauth2: {provider: generic, "
+                 "client_id: c, token_url: 'https://x.example/token', "
+                 "device_url: 'https://x.example/d'}\n",
+                 "mailbox.imap.oauth2.scopes: required for provider generic",
+                 id="generic-without-scopes"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n    oauth2: {provider: generic, "
+                 "client_id: c, token_url: 'http://x.example/token', scopes: [mail]}\n",
+                 "mailbox.imap.oauth2.token_url: must be an https:// URL",
+                 id="token-url-not-https"),
+    pytest.param("mailbox:\n  imap:\n    oauth2: {provider: microsoft, client_id: c}\n",
+                 "mailbox.imap.auth: is password, but oauth2.provider is set",
+                 id="oauth2-section-with-password-auth"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n"
+                 "    oauth2: {provider: microsoft, client_id: c, token_store: vault}\n",
+                 "mailbox.imap.oauth2.token_store:", id="bad-token-store"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n"
+                 "    oauth2: {provider: microsoft, client_id: c, secret: x}\n",
+                 "mailbox.imap.oauth2.secret: unknown key", id="oauth2-unknown-key"),
+    pytest.param("smtp:\n  auth: oauth2\n  username: desk\n",
+                 "smtp.oauth2.provider: required when smtp.auth is oauth2",
+                 id="smtp-oauth2-without-any-sign-in"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n"
+                 "    oauth2: {provider: microsoft, client_id: c}\nsmtp:\n  auth: oauth2\n",
+                 "smtp.username: required when auth is oauth2", id="smtp-oauth2-without-user"),
+    pytest.param("smtp:\n  username: desk\n  oauth2: {provider: microsoft, client_id: c}\n",
+                 "smtp.auth: is password, but oauth2.provider is set",
+                 id="smtp-oauth2-section-with-password-auth"),
     pytest.param('"colour\\nscheme": blue\n', "colour\\nscheme: unknown key",
                  id="line-break-in-key"),
     pytest.param("- smtp\n- imap\n", "top level must be a mapping", id="top-level-list"),
@@ -256,6 +321,31 @@ GOOD_CONFIGS = [
     pytest.param("catalog: []\n", {"catalog": ()}, id="empty-catalog"),
     pytest.param('credits: {subject_tag: "#{id}"}\n', {"credits.subject_tag": "#{id}"},
                  id="custom-subject-tag"),
+    pytest.param("database_url: sqlite:////var/lib/mailflow/mailflow.db\nmailbox:\n  imap:\n"
+                 "    auth: oauth2\n    oauth2: {provider: microsoft, client_id: c}\n"
+                 "smtp: {auth: oauth2, username: desk}\n",
+                 {"mailbox.imap.oauth2.token_file": "/var/lib/mailflow/mailflow-oauth.json",
+                  "smtp.oauth2.provider": "microsoft", "smtp.oauth2.client_id": "c",
+                  "smtp.oauth2.token_file": "/var/lib/mailflow/mailflow-oauth.json"},
+                 id="smtp-shares-the-imap-sign-in-token-beside-the-database"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n    oauth2: {provider: microsoft, "
+                 "client_id: c}\nsmtp:\n  auth: oauth2\n  username: desk\n  oauth2: "
+                 "{provider: null, client_id: null}\n",
+                 {"smtp.oauth2.provider": "microsoft"}, id="smtp-provider-null-shares-too"),
+    pytest.param("mailbox:\n  imap:\n    auth: oauth2\n    oauth2: {provider: google, "
+                 "client_id: c, client_secret_env: S, token_file: /srv/t.json}\n"
+                 "smtp:\n  auth: oauth2\n  username: desk\n  oauth2: {provider: generic, "
+                 "client_id: d, token_url: 'https://idp.example/token/', "
+                 "auth_url: 'https://idp.example/auth', scopes: [mail]}\n",
+                 {"mailbox.imap.oauth2.token_file": "/srv/t.json",
+                  "smtp.oauth2.token_url": "https://idp.example/token",
+                  "smtp.oauth2.token_file": "mailflow-oauth.json"},
+                 id="smtp-with-its-own-sign-in"),
+    pytest.param("database_url: postgresql://db/mailflow\nmailbox:\n  imap:\n"
+                 "    auth: oauth2\n    oauth2: {provider: microsoft, client_id: c}\n",
+                 {"mailbox.imap.oauth2.token_file":
+                  str(Path.home() / "mailflow-oauth.json")},
+                 id="token-file-in-home-with-postgresql"),
 ]
 
 

@@ -25,7 +25,8 @@ CLIENT_TEMPLATES = (
     "not_authorised", "balance", "completed", "cancelled", "quote_expired",
     "credits_expiring", "digest", "unknown_sender",
 )
-STAFF_TEMPLATES = ("new_request", "comment", "held", "failed", "bounce", "reminder", "answered")
+STAFF_TEMPLATES = ("new_request", "comment", "held", "failed", "bounce", "reminder", "answered",
+                   "mailbox_login")
 NAMES = [f"client/{n}" for n in CLIENT_TEMPLATES] + [f"staff/{n}" for n in STAFF_TEMPLATES]
 PARTIALS = ("_balance_footer.txt.j2", "_balance_footer.html.j2", "_greeting.txt.j2",
             "_signature.txt.j2", "_layout.html.j2", "_labels.j2")
@@ -125,10 +126,14 @@ CONTEXTS: dict[str, dict] = {
     ], "balance": None, "client": None},
     "staff/answered": {"request": REQUEST, "quote": QUOTE, "answer": "approved",
                        "by": "hanako@client.example"},
+    "staff/mailbox_login": {"connections": "IMAP", "account": "support@agency.example",
+                            "provider": "microsoft", "command": "mailflow mailbox login",
+                            "reason": "mailbox.imap: the OAuth2 sign-in … (invalid_grant)",
+                            "balance": None, "client": None},
 }
 WITHOUT_REQUEST = {"client/balance", "client/credits_expiring", "client/digest",
                    "client/unknown_sender", "staff/held", "staff/failed", "staff/bounce",
-                   "staff/reminder"}
+                   "staff/reminder", "staff/mailbox_login"}
 CASES = [pytest.param(name, lang, id=f"{lang}-{name}") for lang in ("en", "ja") for name in NAMES]
 
 

@@ -7,6 +7,11 @@ gone (reconnect) or the server merely refused one command.
 
 Reconnecting is the caller's decision: `retry_with_backoff(mailbox.reconnect)`
 tries a bounded number of times with exponentially growing, capped delays.
+
+With `auth: oauth2` every connect logs in with XOAUTH2 and an access token
+from `mailflow.oauth` (refreshed when due; once more when the server refuses
+it).  `LoginNeeded`/`OAuthError` pass through as they are (a person must act);
+a token endpoint that cannot be reached is a lost connection (try again).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -29,6 +34,9 @@ from imapclient.imapclient import SocketTimeout
 
 from mailflow.config import ImapSettings
 from mailflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mailflow.oauth.tokens import AccessToken, TokenSource
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +154,13 @@ class Mailbox:
 
     def __init__(self, settings: ImapSettings, password: str | None = None, *,
                  timeout: float = 30.0, ssl_context: ssl.SSLContext | None = None,
-                 noop_interval: float = 5.0) -> None:
+                 noop_interval: float = 5.0, tokens: TokenSource | None = None) -> None:
         self.settings = settings
         self._password = password
+        self._tokens = tokens
+        # With XOAUTH2: when the session's token is due for renewal; a long
+        # IDLE reconnects by then (Exchange Online ends the session when it expires).
+        self.session_renew_at: float | None = None
         self.timeout = timeout
         self.ssl_context = ssl_context
         self.noop_interval = noop_interval
@@ -169,13 +181,25 @@ class Mailbox:
         return password
 
     @property
+    def tokens(self) -> TokenSource:
+        """Where XOAUTH2 access tokens come from (`auth: oauth2`)."""
+        if self._tokens is None:
+            from mailflow.oauth.tokens import TokenSource
+
+            self._tokens = TokenSource.for_section(self.settings, "mailbox.imap")
+        return self._tokens
+
+    @property
     def connected(self) -> bool:
         return self._client is not None
 
     def connect(self) -> Mailbox:
         """Open the connection and log in (TLS from the first byte when `tls`)."""
         self.close()
-        password = self.password
+        oauth2 = self.settings.auth == "oauth2"
+        # Credentials first: a missing password or sign-in fails before any socket.
+        password = None if oauth2 else self.password
+        token = self._access_token() if oauth2 else None
         where = f"{self.settings.host}:{self.settings.port}"
         with self._errors(f"connect to {where}"):
             context = self.ssl_context or (ssl.create_default_context()
@@ -185,7 +209,10 @@ class Mailbox:
                 ssl_context=context,
                 timeout=SocketTimeout(connect=self.timeout, read=self.timeout))
             try:
-                client.login(self.settings.username, password)
+                if token is not None:
+                    self._oauth2_login(client, token)
+                else:
+                    client.login(self.settings.username, password)
             except BaseException:
                 with contextlib.suppress(Exception):
                     client.shutdown()
@@ -194,6 +221,24 @@ class Mailbox:
         self._known_folders.clear()
         log.info("connected to IMAP %s as %s", where, self.settings.username)
         return self
+
+    def _access_token(self, rejected: str | None = None) -> AccessToken:
+        from mailflow.oauth.tokens import TokenUnavailable
+
+        try:
+            return self.tokens.access_token(rejected=rejected)
+        except TokenUnavailable as error:
+            raise MailboxError(f"IMAP login: {error}", connection_lost=True) from error
+
+    def _oauth2_login(self, client: imapclient.IMAPClient, token: AccessToken) -> None:
+        try:
+            client.oauth2_login(self.settings.username, token.value)
+        except LoginError:
+            # Refused though we thought it fresh (revoked, or expired early):
+            # one new token, one more try; a second refusal is the server's answer.
+            token = self._access_token(rejected=token.value)
+            client.oauth2_login(self.settings.username, token.value)
+        self.session_renew_at = token.renew_at
 
     def reconnect(self) -> FolderState | None:
         """Drop the connection, connect again and re-select the folder that was selected."""

@@ -28,10 +28,13 @@ from collections.abc import Sequence
 from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
 from email.policy import EmailPolicy
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from mailflow.config import SmtpSettings
-from mailflow.errors import ConfigError
+from mailflow.errors import ConfigError, MailflowError
+
+if TYPE_CHECKING:
+    from mailflow.oauth.tokens import AccessToken, TokenSource
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +121,9 @@ class SmtpConnection:
     """
 
     def __init__(self, settings: SmtpSettings, *, ssl_context: ssl.SSLContext | None = None,
-                 local_hostname: str | None = None) -> None:
+                 local_hostname: str | None = None, tokens: TokenSource | None = None) -> None:
         self.settings = settings
+        self._tokens = tokens
         self.ssl_context = ssl_context
         self.local_hostname = local_hostname
         self._smtp: smtplib.SMTP | None = None
@@ -131,12 +135,19 @@ class SmtpConnection:
         return self.ssl_context or ssl.create_default_context()
 
     def open(self) -> None:
-        """Connect, say EHLO, STARTTLS and log in as configured."""
+        """Connect, say EHLO, STARTTLS and log in as configured.
+
+        With `auth: oauth2` the login is `AUTH XOAUTH2` with an access token
+        from `mailflow.oauth`, fetched at every connect (refreshed when due;
+        once more when the server refuses it).  `LoginNeeded`/`OAuthError`
+        pass through as they are: a person must act."""
         self.close()
         s = self.settings
         where = f"{s.host}:{s.port}"
-        password = None
-        if s.username:
+        password = token = None
+        if s.auth == "oauth2":
+            token = self._access_token()
+        elif s.username:
             password = s.password
             if password is None:
                 raise ConfigError(f"smtp.password_env: environment variable {s.password_env} "
@@ -158,9 +169,11 @@ class SmtpConnection:
                 if code != 220:
                     raise _reply_error("STARTTLS", code, reply, scope="connection")
                 smtp.ehlo()
-            if s.username:
+            if token is not None:
+                self._oauth2_login(smtp, token)
+            elif s.username:
                 smtp.login(s.username, password)
-        except SendError:
+        except (SendError, MailflowError):
             self._quietly_close(smtp)
             raise
         except smtplib.SMTPResponseException as error:
@@ -176,6 +189,49 @@ class SmtpConnection:
             raise TemporarySendError(f"SMTP {where}: cannot connect: {error}",
                                      scope="connection") from error
         self._smtp = smtp
+
+    @property
+    def tokens(self) -> TokenSource:
+        """Where XOAUTH2 access tokens come from (`auth: oauth2`)."""
+        if self._tokens is None:
+            from mailflow.oauth.tokens import TokenSource
+
+            self._tokens = TokenSource.for_section(self.settings, "smtp")
+        return self._tokens
+
+    def _access_token(self, rejected: str | None = None) -> AccessToken:
+        from mailflow.oauth.tokens import TokenUnavailable
+
+        try:
+            return self.tokens.access_token(rejected=rejected)
+        except TokenUnavailable as error:
+            raise TemporarySendError(f"SMTP login: {error}", scope="connection") from error
+
+    def _oauth2_login(self, smtp: smtplib.SMTP, token: AccessToken) -> None:
+        s = self.settings
+        if "XOAUTH2" not in smtp.esmtp_features.get("auth", "").upper().split():
+            raise PermanentSendError(f"SMTP server {s.host}:{s.port} does not offer "
+                                     "AUTH XOAUTH2", scope="connection")
+        try:
+            smtp.auth("XOAUTH2", self._xoauth2(s.username or "", token.value))
+        except smtplib.SMTPAuthenticationError:
+            # Refused though we thought it fresh (revoked, or expired early):
+            # one new token, one more try; a second refusal is the server's answer.
+            token = self._access_token(rejected=token.value)
+            smtp.auth("XOAUTH2", self._xoauth2(s.username or "", token.value))
+
+    @staticmethod
+    def _xoauth2(username: str, access_token: str):
+        """smtplib's authobject for XOAUTH2: the token as the initial response;
+        an empty answer to the error challenge a refusing server sends next."""
+        calls = 0
+
+        def respond(challenge: bytes | None = None) -> str:
+            nonlocal calls
+            calls += 1
+            return f"user={username}\1auth=Bearer {access_token}\1\1" if calls == 1 else ""
+
+        return respond
 
     def close(self) -> None:
         smtp, self._smtp = self._smtp, None

@@ -13,6 +13,7 @@ The package, one module per command group:
     clients.py    clients add|list
     credits.py    credits grant|buy, balance
     mail.py       poll, outbox, serve
+    mailbox.py    mailbox login|check (OAuth2 sign-in, log-in checks)
     jobs.py       digest, jobs run|list
     sandbox.py    dev
     db.py         db upgrade
@@ -60,6 +61,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "Send the balance digests due now (schedule.digest_cron), or preview them."),
     "jobs": ("mailflow.cli.jobs:jobs_group",
              "Scheduled jobs: allotment, expiry, quotes, reminders, digest."),
+    "mailbox": ("mailflow.cli.mailbox:mailbox",
+                "Sign in to a hosted mailbox (OAuth2) and check the IMAP and SMTP log-ins."),
     "outbox": ("mailflow.cli.mail:outbox", "Pending and failed outgoing mail."),
     "poll": ("mailflow.cli.mail:poll",
              "Fetch and process new mail from the IMAP folder, send the outbox, exit."),

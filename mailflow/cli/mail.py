@@ -69,6 +69,7 @@ def poll(app: App, once: bool, since: datetime | None, no_answers: bool, start: 
     """
     from mailflow.adapters.imap import Mailbox, MailboxError
     from mailflow.logs import configure_logging
+    from mailflow.oauth.tokens import LoginNeeded
     from mailflow.poller import Poller
     from mailflow.sender import SenderProcess
 
@@ -88,6 +89,11 @@ def poll(app: App, once: bool, since: datetime | None, no_answers: bool, start: 
     except MailboxError as error:
         raise MailflowError(f"IMAP {app.settings.mailbox.imap.host}:"
                             f"{app.settings.mailbox.imap.port}: {error}") from None
+    except LoginNeeded as error:  # staff hear of it once; the sender carries the notice
+        from mailflow.oauth.check import tell_staff_login_needed
+
+        tell_staff_login_needed(app.engine, app.desk, error)
+        raise
     finally:
         sent = sender.stop()
     data = {"processed": report.processed, "failed": report.failed,

@@ -13,6 +13,11 @@ Import them in tests/conftest.py with `from tests.servers.fixtures import *`.
 - `imap_settings` / `smtp_settings`: `ImapSettings`/`SmtpSettings` pointing at
   those servers (the IMAP password comes from MAILFLOW_IMAP_PASSWORD, which
   the fixture sets).
+- `token_server`: a running OAuth2 authorization server (tests/servers/oauth.py)
+  with the client `mailflow-test` registered; `REQUESTS_CA_BUNDLE` is set to
+  its CA so HTTP clients trust it.  `oauth_dovecot`: a Dovecot that also
+  accepts XOAUTH2 tokens of that server (passwords still work);
+  `oauth_smtp_server`: an SmtpServer that requires AUTH XOAUTH2 with them.
 
 Without a dovecot binary the Dovecot fixture skips, or fails when `CI=true`.
 """
@@ -27,18 +32,21 @@ import pytest
 from mailflow.config import ImapSettings, SmtpSettings
 from tests.requirements import unavailable
 from tests.servers.dovecot import Dovecot, DovecotError, dovecot_binary
+from tests.servers.oauth import TokenServer
 from tests.servers.smtp import SmtpServer
 
-__all__ = ["dovecot", "smtp_server", "imap_settings", "smtp_settings"]
+__all__ = ["dovecot", "smtp_server", "imap_settings", "smtp_settings", "token_server",
+           "oauth_dovecot", "oauth_smtp_server"]
+
+OAUTH_CLIENT = "mailflow-test"
 
 
-@pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
+def _dovecot(**options) -> Iterator[Dovecot]:
     if dovecot_binary() is None:
         unavailable("dovecot is not installed (run scripts/install-system-deps.sh as root)")
     server = None
     try:
-        server = Dovecot()
+        server = Dovecot(**options)
         server.start()
     except DovecotError as error:
         if server is not None:
@@ -52,6 +60,36 @@ def dovecot() -> Iterator[Dovecot]:
             print(f"Dovecot directory kept: {server.root}")
         else:
             server.cleanup()
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    yield from _dovecot()
+
+
+@pytest.fixture
+def token_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[TokenServer]:
+    server = TokenServer().start()
+    server.add_client(OAUTH_CLIENT)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_path))
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def oauth_dovecot(token_server: TokenServer) -> Iterator[Dovecot]:
+    yield from _dovecot(oauth2_introspection_url=f"{token_server.http_url}/introspect")
+
+
+@pytest.fixture
+def oauth_smtp_server(token_server: TokenServer) -> Iterator[SmtpServer]:
+    server = SmtpServer(oauth=token_server).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

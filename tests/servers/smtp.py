@@ -3,21 +3,33 @@
 Every accepted message is recorded as a `Captured` (envelope from, recipients,
 raw bytes).  `refuse(...)` makes the server answer a chosen stage with a 451 or
 550 so tests can exercise temporary and permanent failures.
+
+`SmtpServer(oauth=token_server)` requires `AUTH XOAUTH2` before MAIL and
+checks each token with the test authorization server's introspection
+(tests/servers/oauth.py); a refused token gets what Gmail sends: a 334
+challenge carrying a JSON error, then 535.
 """
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
+import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.servers.dovecot import HOST, free_port
+
+if TYPE_CHECKING:
+    from tests.servers.oauth import TokenServer
 
 TEMPORARY = "451 4.3.0 Temporary failure, try again later"
 PERMANENT = "550 5.1.1 Mailbox unavailable"
@@ -145,20 +157,64 @@ class CaptureHandler:
             return list(self._messages)
 
 
+class XOAuth2Handler(CaptureHandler):
+    """A CaptureHandler that also offers AUTH XOAUTH2, checked by CHECK(user, token)."""
+
+    def __init__(self, check: Callable[[str, str], bool]) -> None:
+        super().__init__()
+        self._check = check
+
+    async def auth_XOAUTH2(self, server, args) -> AuthResult:
+        if len(args) > 1:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                return AuthResult(success=False, handled=False)
+        else:
+            blob = await server.challenge_auth("")
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=True)
+        fields = dict(part.split("=", 1) for part in blob.decode(errors="replace").split("\1")
+                      if "=" in part)
+        user, token = fields.get("user", ""), fields.get("auth", "").removeprefix("Bearer ")
+        if self._check(user, token):
+            return AuthResult(success=True, auth_data=user)
+        await server.challenge_auth(json.dumps({"status": "401", "schemes": "Bearer",
+                                                "scope": "mail"}))
+        return AuthResult(success=False, handled=False)  # 535
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        return await super().handle_MAIL(server, session, envelope, address, mail_options)
+
+
 class SmtpServer:
     """Capturing SMTP server on 127.0.0.1:<free port>.  `start()`/`stop()` or `with`."""
 
     def __init__(self, port: int | None = None, *, users: dict[str, str] | None = None,
-                 smtputf8: bool = True) -> None:
-        """USERS (login -> password) turns on AUTH PLAIN/LOGIN without TLS (not required).
+                 smtputf8: bool = True, oauth: TokenServer | None = None) -> None:
+        """USERS (login -> password) turns on AUTH PLAIN/LOGIN without TLS (not required);
+        OAUTH (a running TokenServer) turns on AUTH XOAUTH2 and requires a login.
         SMTPUTF8: offer the extension (RFC 6531) for internationalised addresses."""
         self.host = HOST
         self.smtputf8 = smtputf8
         self.port = port or 0
         self.users = dict(users) if users else None
-        self.handler = CaptureHandler()
+        self.oauth = oauth
+        self.handler = XOAuth2Handler(self._check_token) if oauth else CaptureHandler()
         self._controller: Controller | None = None
         self.logins: list[str] = []
+        self.refused_tokens = 0
+
+    def _check_token(self, user: str, token: str) -> bool:
+        assert self.oauth is not None
+        answer = self.oauth.introspect(token)
+        if answer.get("active") and answer.get("username") == user:
+            self.logins.append(user)
+            return True
+        self.refused_tokens += 1
+        return False
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         if isinstance(auth_data, LoginPassword) and self.users is not None:
@@ -173,12 +229,15 @@ class SmtpServer:
             return self
         if not self.port:
             self.port = free_port()
+        auth = {}
+        if self.users is not None:
+            auth = {"authenticator": self._authenticate, "auth_require_tls": False}
+        if self.oauth is not None:
+            auth["auth_require_tls"] = False  # the handler requires a login before MAIL
         self._controller = Controller(
             self.handler, hostname=HOST, port=self.port, ready_timeout=10,
             # Keep the bytes exactly as sent; do not decode or add headers.
-            decode_data=False, enable_SMTPUTF8=self.smtputf8,
-            **({"authenticator": self._authenticate, "auth_require_tls": False}
-               if self.users is not None else {}),
+            decode_data=False, enable_SMTPUTF8=self.smtputf8, **auth,
         )
         self._controller.start()
         return self
