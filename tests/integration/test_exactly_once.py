@@ -87,6 +87,15 @@ def wait_until_connected(log, process, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
+def wait_for_messages(log, process, count: int, timeout: float = 60) -> None:
+    """Wait until the run has logged COUNT processed messages (or ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if len(re.findall(rb"uid \d+: ", log.read_bytes())) >= count:
+            return
+        time.sleep(0.005)
+
+
 def test_poll_killed_at_random_points_processes_every_message_exactly_once(
         tmp_path, db_url, engine, dovecot, smtp_server):
     messages, _ = prepare(engine)
@@ -106,7 +115,10 @@ def test_poll_killed_at_random_points_processes_every_message_exactly_once(
                 [sys.executable, "-m", "mailflow", "poll", "--once", "--log-level", "info"],
                 env=env, stdout=out, stderr=subprocess.STDOUT)
             wait_until_connected(log, process)
-            time.sleep(rng.uniform(0.0, 1.2))
+            # Kill after a random number of this run's messages (then a random
+            # moment inside the next ones), whatever the speed of the machine.
+            wait_for_messages(log, process, rng.randint(0, 8))
+            time.sleep(rng.uniform(0.0, 0.05))
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=30)
         progress_at_kill.append(len(re.findall(r"uid \d+: ", log.read_text(errors="replace"))))
