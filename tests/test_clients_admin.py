@@ -4,6 +4,7 @@ inbound entry (issue 11, point 3)."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -14,7 +15,7 @@ from mailflow import jobs
 from mailflow.core.clientcsv import read_rows
 from mailflow.core.ledger import EntryKind, LotKind
 from mailflow.core.states import Status
-from mailflow.db import transaction
+from mailflow.db import create_db_engine, transaction
 from mailflow.errors import Conflict, InsufficientCredits, MailflowError, NotFound
 from mailflow.models import Client, Entry, Inbound, InboundStatus, Lot, Outbox, Request
 from mailflow.services import clients, credits
@@ -237,6 +238,35 @@ def test_an_adjustment_that_makes_no_sense_is_refused(engine, desk, acme):
     assert lots_left(engine, acme) == []
 
 
+def test_racing_negative_adjustments_never_take_a_lot_below_zero(db_url, engine, desk, acme):
+    """Six corrections of -2 race for 5 credits: exactly two are written."""
+    with transaction(engine) as session:
+        credits.add_lot(session, desk, client=session.get(Client, acme),
+                        kind=LotKind.PURCHASE, credits=5)
+    racers = create_db_engine(db_url)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def take() -> None:
+        barrier.wait()
+        try:
+            with transaction(racers) as session:
+                credits.adjust(session, desk, client=session.get(Client, acme), delta=-2,
+                               reason="race")
+            outcomes.append("taken")
+        except InsufficientCredits:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=take) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    racers.dispose()
+    assert sorted(outcomes) == ["refused"] * 4 + ["taken"] * 2
+    assert lots_left(engine, acme) == [("purchase", 5, 1)]
+
+
 # --- a deactivated client ----------------------------------------------------------------
 
 def receive(engine, desk, raw):
@@ -323,3 +353,20 @@ def test_open_requests_are_the_clients_unfinished_ones(engine, desk, acme, beta)
     with transaction(engine) as session:
         assert [(r.subject, r.status) for r in clients.open_requests(session, acme)] == \
             [("two", Status.RECEIVED)]
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_the_held_notice_names_the_real_commands_in_both_languages(lang):
+    from mailflow.render import Renderer
+    from tests.test_render import context_for
+
+    renderer = Renderer(timezone="Asia/Tokyo")
+    unknown = renderer.render("staff/held", lang, context_for("staff/held"))
+    assert "mailflow clients address add CLIENT stranger@elsewhere.example" in unknown.text
+    inactive = renderer.render("staff/held", lang, context_for(
+        "staff/held", kind="inactive_client", client={"name": "Sakura Foods", "lang": "ja"},
+        client_id=7, reason="client Sakura Foods is deactivated"))
+    assert "mailflow clients edit 7 --activate" in inactive.text
+    assert "Sakura Foods" in inactive.subject
+    assert ("deactivated" in inactive.subject) if lang == "en" else \
+        ("利用停止中" in inactive.subject)

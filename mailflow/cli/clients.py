@@ -192,19 +192,7 @@ def address_add(app: App, client_ref: str, email: str, as_json: bool) -> None:
     \b
     mailflow clients address add Acme b@acme.example
     """
-    from mailflow.services import clients as client_service
-
-    with app.session() as session:
-        client = client_service.find_client(session, client_ref)
-        added = client_service.add_address(session, client, email)
-        row = _client_row(session, app.desk, client)
-    if as_json:
-        emit_json({"client": row, "added": added})
-    elif added:
-        click.echo(f"{email.strip().lower()} added to {row['name']}"
-                   f" (addresses: {', '.join(row['emails'])})")
-    else:
-        click.echo(f"{email.strip().lower()} is already an address of {row['name']}")
+    _change_address(app, client_ref, email, as_json, add=True)
 
 
 @address.command("remove")
@@ -218,16 +206,27 @@ def address_remove(app: App, client_ref: str, email: str, as_json: bool) -> None
     \b
     mailflow clients address remove Acme old@acme.example
     """
+    _change_address(app, client_ref, email, as_json, add=False)
+
+
+def _change_address(app: App, client_ref: str, email: str, as_json: bool, *, add: bool) -> None:
     from mailflow.services import clients as client_service
 
     with app.session() as session:
         client = client_service.find_client(session, client_ref)
-        client_service.remove_address(session, client, email)
+        if add:
+            changed = client_service.add_address(session, client, email)
+        else:
+            client_service.remove_address(session, client, email)
+            changed = True
         row = _client_row(session, app.desk, client)
+    email = email.strip().lower()
     if as_json:
-        emit_json({"client": row, "removed": email.strip().lower()})
+        emit_json({"client": row, "address": email, "changed": changed})
+    elif not changed:
+        click.echo(f"{email} is already an address of {row['name']}")
     else:
-        click.echo(f"{email.strip().lower()} removed from {row['name']}"
+        click.echo(f"{email} {'added to' if add else 'removed from'} {row['name']}"
                    f" (addresses: {', '.join(row['emails'])})")
 
 
