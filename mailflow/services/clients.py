@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from mailflow.core.clientcsv import ClientRow, LineError
 from mailflow.core.states import OPEN
 from mailflow.desk import Desk
 from mailflow.errors import Conflict, MailflowError, NotFound
 from mailflow.models import Client, Contact, Request
+
+if TYPE_CHECKING:
+    from mailflow.core.clientcsv import ClientRow, LineError
 
 
 def normalise_email(address: str) -> str:
