@@ -70,7 +70,7 @@ def test_listings_json_keys(run):
     run("credits", "grant", "x@beta.example", "5", "--never-expires")
     (client,) = as_json(run("clients", "list", "--json"))
     assert client == {"id": 1, "name": "Beta", "emails": ["x@beta.example"], "plan": 5,
-                      "lang": "ja", "available": 5}
+                      "lang": "ja", "available": 5, "active": True}
     run("request", "new", "1", "--subject", "バナー差し替え", "--text", "よろしく")
     (row,) = as_json(run("requests", "--json", "--status", "received", "--client", "Beta"))
     assert row["subject"] == "バナー差し替え" and row["status"] == "received"

@@ -10,8 +10,8 @@ The package, one module per command group:
     app.py        what the commands share: App (settings, engine, desk), --json,
                   emit_json, table, DATE, errors and exit codes
     requests.py   request new, requests, show, quote, approve, reject, complete, cancel
-    clients.py    clients add|list
-    credits.py    credits grant|buy, balance
+    clients.py    clients add|list|show|edit|import, clients address add|remove
+    credits.py    credits grant|buy|adjust, balance
     mail.py       poll, outbox, serve
     mailbox.py    mailbox login|check (OAuth2 sign-in, log-in checks)
     jobs.py       digest, jobs run|list
@@ -53,7 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "clients": ("mailflow.cli.clients:clients", "Clients and their addresses."),
     "complete": ("mailflow.cli.requests:complete",
                  "Mark approved work as completed; the client is told."),
-    "credits": ("mailflow.cli.credits:credits", "Grant or sell credits."),
+    "credits": ("mailflow.cli.credits:credits", "Grant, sell or adjust credits."),
     "db": ("mailflow.cli.db:db", "The database schema."),
     "dev": ("mailflow.cli.sandbox:dev",
             "A sandbox mail world on loopback: try mailflow with any mail program."),

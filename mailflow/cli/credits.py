@@ -1,4 +1,4 @@
-"""`mailflow credits grant|buy` and `mailflow balance`: the credit ledger."""
+"""`mailflow credits grant|buy|adjust` and `mailflow balance`: the credit ledger."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from mailflow.core.ledger import LotKind
 
 @click.group()
 def credits() -> None:
-    """Grant or sell credits."""
+    """Grant, sell or adjust credits."""
 
 
 @credits.command("grant")
@@ -57,6 +57,59 @@ def credits_buy(app: App, client_ref: str, amount: int, on: datetime | None, not
     mailflow credits buy a@acme.example 10 --on 2026-11-01 --note "invoice 2026-118"
     """
     _add_lot(app, client_ref, LotKind.PURCHASE, amount, on, None, False, note, as_json)
+
+
+@credits.command("adjust", context_settings={"ignore_unknown_options": True})
+@click.argument("client_ref", metavar="CLIENT")
+@click.argument("delta", type=int, metavar="±N")
+@click.option("--reason", required=True, help="Why (shown in `mailflow balance`).")
+@click.option("--expires-days", type=click.IntRange(min=1),
+              help="+N only: days until expiry (default credits.expiry_days).")
+@click.option("--never-expires", is_flag=True, help="+N only: these credits never expire.")
+@json_option
+@pass_app
+def credits_adjust(app: App, client_ref: str, delta: int, reason: str,
+                   expires_days: int | None, never_expires: bool, as_json: bool) -> None:
+    """Correct a balance by ±N credits: an `adjustment` entry with its reason.
+
+    +N opens a lot of its own (expiring like a grant unless told otherwise);
+    -N is taken like a debit, soonest-expiring lots first, and is refused if
+    more than the available balance.  The client is not mailed.
+
+    \b
+    mailflow credits adjust Acme -2 --reason "banner job quoted twice"
+    mailflow credits adjust Acme +1 --reason "typo in the imported balance" --never-expires
+    """
+    from mailflow.services import clients as client_service
+    from mailflow.services import credits as ledger
+
+    if delta == 0:
+        raise click.BadParameter("an adjustment is a non-zero number of credits",
+                                 param_hint="±N")
+    if not reason.strip():
+        raise click.BadParameter("say why", param_hint="--reason")
+    if expires_days and never_expires:
+        raise click.UsageError("--expires-days and --never-expires exclude each other")
+    with app.session() as session:
+        client = client_service.find_client(session, client_ref)
+        done = ledger.adjust(session, app.desk, client=client, delta=delta, reason=reason,
+                             expires_days=expires_days, never_expires=never_expires)
+    lot = done.lot
+    if as_json:
+        emit_json({"client": client.name, "delta": delta, "reason": reason.strip(),
+                   "lot": lot.id if lot else None,
+                   "expires_at": lot.expires_at if lot else None,
+                   "draws": [{"lot": d.lot_id, "credits": d.credits} for d in done.draws],
+                   "available": done.available})
+        return
+    if lot is not None:
+        where = (f"new lot {lot.id}, expires"
+                 f" {lot.expires_at.astimezone(app.desk.tz).date().isoformat()}"
+                 if lot.expires_at else f"new lot {lot.id}, never expires")
+    else:
+        where = "from " + ", ".join(f"lot {d.lot_id}: {d.credits}" for d in done.draws)
+    click.echo(f"{client.name}: adjustment {delta:+d} credits ({where}); available now"
+               f" {done.available}")
 
 
 def _add_lot(app: App, client_ref: str, kind: LotKind, amount: int, on: datetime | None,

@@ -100,6 +100,21 @@ def allocate_debit(lots: Iterable[LotBalance], credits: int, now: datetime) -> A
     return Allocation(draws=tuple(draws), shortfall=0)
 
 
+def allocate_adjustment(lots: Iterable[LotBalance], delta: int, now: datetime) -> Allocation:
+    """Book a staff correction of `delta` credits (`credits adjust`).
+
+    A negative correction draws like a debit: soonest-expiring lots first, all
+    or nothing, the shortfall returned — no lot ever goes below zero.  A
+    positive one draws nothing: it opens a lot of its own, so no lot ever holds
+    more than it was granted.
+    """
+    if delta == 0:
+        raise ValueError("an adjustment changes the balance by a non-zero number of credits")
+    if delta > 0:
+        return Allocation(draws=(), shortfall=0)
+    return allocate_debit(lots, -delta, now)
+
+
 def refund_draws(debits: Sequence[Draw], refunded: Sequence[Draw] = ()) -> tuple[Draw, ...]:
     """What to give back: each lot gets what the debits took from it, less earlier refunds."""
     owed: dict[int, int] = {}

@@ -6,6 +6,7 @@ their remainders, asks the core what to write, and appends entries.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import func
@@ -17,6 +18,7 @@ from mailflow.core.ledger import (
     EntryKind,
     LotBalance,
     LotKind,
+    allocate_adjustment,
     allocate_debit,
     expired_remainders,
     expiry_for,
@@ -82,9 +84,10 @@ def _granted_at(desk: Desk, on: date | None) -> tuple[datetime, date]:
 def add_lot(session: Session, desk: Desk, *, client: Client, kind: LotKind, credits: int,
             on: date | None = None, expires_days: int | None = None,
             never_expires: bool = False, note: str | None = None, actor: str = "staff",
-            period: str | None = None) -> Lot:
-    """A new lot and its opening entry.  Plan and grant lots expire
-    `credits.expiry_days` after the grant day unless told otherwise; purchases never."""
+            period: str | None = None, entry_kind: EntryKind | None = None) -> Lot:
+    """A new lot and its opening entry (of `entry_kind`, default the lot's own
+    kind).  Plan and grant lots expire `credits.expiry_days` after the grant day
+    unless told otherwise; purchases never."""
     if credits <= 0:
         raise MailflowError("credits must be a positive whole number")
     if expires_days is not None and expires_days <= 0:
@@ -101,7 +104,8 @@ def add_lot(session: Session, desk: Desk, *, client: Client, kind: LotKind, cred
               expires_at=expires_at, price_yen=price, period=period, note=note, actor=actor)
     session.add(lot)
     session.flush()
-    entry_kind = EntryKind.PURCHASE if kind is LotKind.PURCHASE else EntryKind.GRANT
+    entry_kind = entry_kind or (EntryKind.PURCHASE if kind is LotKind.PURCHASE
+                                else EntryKind.GRANT)
     session.add(Entry(client_id=client.id, lot_id=lot.id, delta=credits, kind=entry_kind,
                       actor=actor, at=granted_at, note=note or f"{kind.value} lot"))
     session.flush()
@@ -131,6 +135,54 @@ def debit(session: Session, desk: Desk, *, client_id: int, credits: int, request
     session.flush()
     forget_lots(session, client_id)
     return allocation.draws
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """What `adjust` wrote: the lot a positive correction opened, or the draws
+    of a negative one, and the available balance after it."""
+
+    delta: int
+    lot: Lot | None
+    draws: tuple[Draw, ...]
+    available: int
+
+
+def adjust(session: Session, desk: Desk, *, client: Client, delta: int, reason: str,
+           actor: str = "staff", expires_days: int | None = None,
+           never_expires: bool = False) -> Adjustment:
+    """A staff correction: `adjustment` entries with the reason as their note.
+
+    A positive one opens a `grant` lot of its own (expiring like a grant unless
+    told otherwise); a negative one draws like a debit, soonest-expiring lots
+    first, and is refused whole if it would take more than is available."""
+    reason = reason.strip()
+    if not reason:
+        raise MailflowError("an adjustment needs a --reason")
+    if delta == 0:
+        raise MailflowError("an adjustment of 0 credits changes nothing")
+    if delta > 0:
+        lot = add_lot(session, desk, client=client, kind=LotKind.GRANT, credits=delta,
+                      expires_days=expires_days, never_expires=never_expires, note=reason,
+                      actor=actor, entry_kind=EntryKind.ADJUSTMENT)
+        return Adjustment(delta, lot, (), balance(session, desk, client.id).available)
+    if expires_days is not None or never_expires:
+        raise MailflowError("--expires-days and --never-expires apply to a positive adjustment")
+    lock_client(session, client.id)
+    sweep_expired(session, desk, client.id)
+    now = desk.now()
+    allocation = allocate_adjustment(lot_balances(session, client.id), delta, now)
+    if not allocation.ok:
+        have = -delta - allocation.shortfall
+        raise InsufficientCredits(
+            f"{client.name} has {have} credit{'s' * (have != 1)} available,"
+            f" the adjustment takes {-delta}", available=have, needed=-delta)
+    for draw in allocation.draws:
+        session.add(Entry(client_id=client.id, lot_id=draw.lot_id, delta=-draw.credits,
+                          kind=EntryKind.ADJUSTMENT, actor=actor, at=now, note=reason))
+    session.flush()
+    forget_lots(session, client.id)
+    return Adjustment(delta, None, allocation.draws, balance(session, desk, client.id).available)
 
 
 def refund(session: Session, desk: Desk, *, client_id: int, request_id: int, actor: str,

@@ -332,6 +332,21 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
 _NEVER_ANSWERED = frozenset({Verdict.OWN, Verdict.AUTOMATIC, Verdict.BOUNCE})
 
 
+def _from_inactive_client(decision: Decision, ctx: Context) -> bool:
+    """Mail a person wrote from a deactivated client's address (`clients edit
+    --deactivate`) is held; automatic mail and forgeries keep their own paths."""
+    return (ctx.sender is not None and not ctx.sender.active
+            and decision.verdict not in (*_NEVER_ANSWERED, Verdict.FORGED))
+
+
+def _hold_inactive(session: Session, desk: Desk, ctx: Context) -> str:
+    notify_staff(session, desk, template="staff/held", client=ctx.sender, request=ctx.request,
+                 context={"from_addr": ctx.msg.from_addr, "subject": ctx.msg.subject,
+                          "reason": f"client {ctx.sender.name} is deactivated",
+                          "kind": "inactive_client", "client_id": ctx.sender.id})
+    return f"held: client {ctx.sender.name} is deactivated"
+
+
 # --- the entry --------------------------------------------------------------------
 
 def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source = Source(),
@@ -364,6 +379,9 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
                 "stays in the mailbox")
         _hold(session, desk, ctx, note, kind="oversize")
         status, verdict = InboundStatus.HELD, "oversize"
+    elif _from_inactive_client(decision, ctx):
+        status, verdict, note = InboundStatus.HELD, "inactive_client", _hold_inactive(
+            session, desk, ctx)
     else:
         status, note = act(session, desk, decision, ctx)
         verdict = decision.verdict.value
