@@ -31,10 +31,12 @@ from mailflow.models import Client, Entry, Lot
 
 def lock_client(session: Session, client_id: int) -> Client:
     """Serialise balance changes of one client (row lock on PostgreSQL; SQLite's
-    BEGIN IMMEDIATE already admits one writer).  Lots read before the lock may
-    be stale, so the transaction's cache of them is dropped."""
+    BEGIN IMMEDIATE already admits one writer).  What was read before the lock
+    may be stale: the transaction's cache of lots is dropped and the client row
+    is read afresh (`populate_existing`), not handed back from the identity map."""
     forget_lots(session, client_id)
-    return session.exec(select(Client).where(Client.id == client_id).with_for_update()).one()
+    return session.exec(select(Client).where(Client.id == client_id).with_for_update()
+                        .execution_options(populate_existing=True)).one()
 
 
 def forget_lots(session: Session, client_id: int) -> None:
