@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 
 from mailflow.db import transaction
 from mailflow.desk import Desk
-from mailflow.models import InboundStatus
+from mailflow.errors import InvalidTransition, MailflowError, NotFound
+from mailflow.models import Inbound, InboundStatus
 from mailflow.services.inbound import (
     Outcome,
     Source,
@@ -78,6 +79,25 @@ def receive(engine: Engine, desk: Desk, raw: bytes, *, source: Source = Source()
             log.exception("message failed: uid=%s", source.uid)
             return _keep_aside(engine, desk, raw, source, _reason(error))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retry(engine: Engine, desk: Desk, inbound_id: int) -> Outcome:
+    """`mailflow inbound retry ID`: run a failed message's stored bytes through
+    the normal path once more (after its cause is fixed).  Exactly once: a second
+    retry, or the same message moved back to the inbox meanwhile, finds it done.
+    The copy in the mailbox's failed folder stays there."""
+    with transaction(engine) as session:
+        row = session.get(Inbound, inbound_id)
+        if row is None:
+            raise NotFound(f"inbound message {inbound_id} not found")
+        if row.status != InboundStatus.FAILED:
+            raise InvalidTransition(f"inbound message {inbound_id} is {row.status}, not "
+                                    "failed: only a failed message can be run again")
+        if row.raw is None:
+            raise MailflowError(f"inbound message {inbound_id}: its bytes were not kept; "
+                                "move the original back to the inbox instead")
+        raw = row.raw
+    return receive(engine, desk, raw)
 
 
 def _keep_aside(engine: Engine, desk: Desk, raw: bytes, source: Source, reason: str) -> Outcome:

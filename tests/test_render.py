@@ -115,7 +115,7 @@ CONTEXTS: dict[str, dict] = {
                    "reason": "unknown sender", "kind": "unknown_sender", "balance": None,
                    "client": None},
     "staff/failed": {"from_addr": "hanako@client.example", "subject": "Banner",
-                     "reason": "undecodable MIME", "folder": "Failed",
+                     "reason": "undecodable MIME", "folder": "Failed", "inbound_id": 17,
                      "balance": None, "client": None},
     "staff/bounce": {"original": {"to": "hanako@client.example", "subject": "[REQ-12] Quote",
                                   "message_id": "<abc@agency.example>"},

@@ -405,6 +405,41 @@ _NEVER_ANSWERED = frozenset({Verdict.OWN, Verdict.AUTOMATIC, Verdict.BOUNCE})
 
 # --- the entry --------------------------------------------------------------------
 
+def _already_done(marker: Inbound) -> Outcome:
+    return Outcome(status=InboundStatus(marker.status), verdict=marker.classification,
+                   request_id=marker.request_id, inbound_id=marker.id, duplicate=True)
+
+
+def claim_rerun(session: Session, marker: Inbound, source: Source) -> Inbound | None:
+    """A message that failed runs again when a new copy of it arrives: staff moved
+    it back to the inbox (a new UID), it was delivered again, or `mailflow
+    inbound retry` handed in its stored bytes.  Exactly once: the marker is
+    locked and must still say failed.  The very copy that failed (its own folder
+    UID, still in the inbox after a crash) is not a new copy.  Returns the
+    locked marker to reuse, or None: the message is done."""
+    if marker.status != InboundStatus.FAILED:
+        return None
+    if source.uid is not None and (marker.mailbox, marker.uidvalidity, marker.uid) == \
+            (source.mailbox, source.uidvalidity, source.uid):
+        return None
+    return session.exec(select(Inbound).where(Inbound.id == marker.id,
+                                              Inbound.status == InboundStatus.FAILED)
+                        .with_for_update().execution_options(populate_existing=True)).first()
+
+
+def _marker(desk: Desk, rerun: Inbound | None, key: str, source: Source, msg: InboundMessage,
+            **values) -> Inbound:
+    """The processed-marker: a new row, or the failed one a re-run reuses (it then
+    points at the new copy's folder UID, when there is one)."""
+    row = rerun or Inbound(message_id=key, received_at=desk.now())
+    if rerun is None or source.uid is not None:
+        values.update(mailbox=source.mailbox, uidvalidity=source.uidvalidity, uid=source.uid)
+    values.update(from_addr=msg.from_addr, subject=msg.subject[:1000], text=msg.text)
+    for name, value in values.items():
+        setattr(row, name, value)
+    return row
+
+
 def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source = Source(),
                    answers: bool = True, mark: bool = True) -> Outcome:
     """Record, classify and act on one raw message, in the caller's transaction.
@@ -418,9 +453,9 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
     msg = parse_message(raw, max_bytes=max_bytes)
     key = message_key(msg, raw)
     existing = find_processed(session, source, key)
-    if existing is not None:
-        return Outcome(status=InboundStatus(existing.status), verdict=existing.classification,
-                       request_id=existing.request_id, inbound_id=existing.id, duplicate=True)
+    rerun = claim_rerun(session, existing, source) if existing and answers else None
+    if existing is not None and rerun is None:
+        return _already_done(existing)
     with session.no_autoflush:  # reads only; the previous message is flushed already
         facts, ctx = gather(session, desk, msg)
     decision = decide(facts)
@@ -440,12 +475,10 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
         status, note = act(session, desk, decision, ctx)
         verdict = decision.verdict.value
     keep_raw = status in (InboundStatus.HELD, InboundStatus.FAILED) and not oversize
-    row = Inbound(message_id=key, mailbox=source.mailbox, uidvalidity=source.uidvalidity,
-                  uid=source.uid, from_addr=msg.from_addr, subject=msg.subject[:1000],
-                  text=msg.text, status=status, classification=verdict,
+    row = _marker(desk, rerun, key, source, msg, status=status, classification=verdict,
                   reason="; ".join(filter(None, [note, *msg.defects[:3]])) or None,
                   request_id=ctx.request.id if ctx.request else None,
-                  raw=raw if keep_raw else None, received_at=desk.now())
+                  raw=raw if keep_raw else None)
     session.add(row)
     session.flush()
     for attachment in msg.attachments:
@@ -465,17 +498,17 @@ def record_failure(session: Session, desk: Desk, raw: bytes, *, source: Source,
     msg = parse_message(raw, max_bytes=int(desk.settings.policy.max_message_mb * 1024 * 1024))
     key = message_key(msg, raw)
     existing = find_processed(session, source, key)
-    if existing is not None:
-        return Outcome(status=InboundStatus(existing.status), verdict=existing.classification,
-                       request_id=existing.request_id, inbound_id=existing.id, duplicate=True)
-    row = Inbound(message_id=key, mailbox=source.mailbox, uidvalidity=source.uidvalidity,
-                  uid=source.uid, from_addr=msg.from_addr, subject=msg.subject[:1000],
-                  text=msg.text, status=InboundStatus.FAILED, classification="failed",
-                  reason=reason[:2000], raw=raw, received_at=desk.now())
+    rerun = claim_rerun(session, existing, source) if existing else None
+    if existing is not None and rerun is None:
+        return _already_done(existing)
+    # A message run again that failed again: the marker says why now, staff hear again.
+    row = _marker(desk, rerun, key, source, msg, status=InboundStatus.FAILED,
+                  classification="failed", reason=reason[:2000], raw=raw, request_id=None)
     session.add(row)
+    session.flush()
     notify_staff(session, desk, template="staff/failed", context={
         "from_addr": msg.from_addr or "(none)", "subject": msg.subject, "reason": reason,
-        "folder": desk.settings.mailbox.imap.failed_folder})
+        "folder": desk.settings.mailbox.imap.failed_folder, "inbound_id": row.id})
     if mark:
         advance_marker(session, desk, source)
     session.flush()
