@@ -8,6 +8,7 @@ from sqlmodel import Session, select
 from mailflow.desk import Desk
 from mailflow.errors import Conflict, MailflowError, NotFound
 from mailflow.models import Client, Contact
+from mailflow.services import bounds
 
 
 def normalise_email(address: str) -> str:
@@ -16,6 +17,25 @@ def normalise_email(address: str) -> str:
     if not at or not local or "." not in domain or any(c.isspace() for c in address):
         raise MailflowError(f"{address!r} is not an e-mail address")
     return address
+
+
+def ours(desk: Desk, address: str) -> str | None:
+    """What ADDRESS is if it is one of the desk's own — the support mailbox (any
+    +tag variant too) or a staff address — else None.  Such an address can never
+    be a client's: its mail would be taken for the client's, and our own notices
+    would come back as requests."""
+    local, _, domain = address.lower().partition("@")
+    local = local.split("+", 1)[0]
+    staff = getattr(desk.settings.staff, "members", ())  # staff members, where configured
+    candidates = [(desk.settings.mailbox.address, "the support mailbox")]
+    candidates += [(addr, "a staff address (staff.notify)") for addr in desk.settings.staff.notify]
+    candidates += [(addr, f"staff member {member.name}'s address")
+                   for member in staff for addr in member.emails]
+    for candidate, what in candidates:
+        c_local, _, c_domain = candidate.lower().partition("@")
+        if (local, domain) == (c_local.split("+", 1)[0], c_domain):
+            return what
+    return None
 
 
 def add_client(session: Session, desk: Desk, *, name: str, emails: list[str],
@@ -27,11 +47,17 @@ def add_client(session: Session, desk: Desk, *, name: str, emails: list[str],
         raise MailflowError("a client needs at least one --email")
     if plan is not None and plan < 0:
         raise MailflowError("--plan must be zero or more credits a month")
+    if plan:
+        bounds.check_credits(plan, maximum=desk.settings.credits.max_credits_per_grant,
+                             what="a monthly plan", key="max_credits_per_grant")
     if lang not in ("en", "ja"):
         raise MailflowError(f"language {lang!r} is not supported (use en or ja)")
     if session.exec(select(Client).where(func.lower(Client.name) == name.lower())).first():
         raise Conflict(f"client {name!r} already exists")
     addresses = list(dict.fromkeys(normalise_email(e) for e in emails))
+    for address in addresses:
+        if (what := ours(desk, address)) is not None:
+            raise MailflowError(f"{address} is {what}, not a client's address")
     taken = session.exec(select(Contact).where(Contact.email.in_(addresses))).first()
     if taken:
         raise Conflict(f"address {taken.email} already belongs to another client")

@@ -25,8 +25,9 @@ from mailflow.core.ledger import (
     summarise,
 )
 from mailflow.desk import Desk
-from mailflow.errors import InsufficientCredits, MailflowError
+from mailflow.errors import InsufficientCredits
 from mailflow.models import Client, Entry, Lot
+from mailflow.services import bounds
 
 
 def lock_client(session: Session, client_id: int) -> Client:
@@ -87,10 +88,13 @@ def add_lot(session: Session, desk: Desk, *, client: Client, kind: LotKind, cred
             period: str | None = None) -> Lot:
     """A new lot and its opening entry.  Plan and grant lots expire
     `credits.expiry_days` after the grant day unless told otherwise; purchases never."""
-    if credits <= 0:
-        raise MailflowError("credits must be a positive whole number")
-    if expires_days is not None and expires_days <= 0:
-        raise MailflowError("--expires-days must be a positive number of days")
+    if kind is not LotKind.PLAN:  # a plan's size was checked when it was set
+        bounds.check_credits(credits, maximum=desk.settings.credits.max_credits_per_grant,
+                             what=f"a {kind.value}", key="max_credits_per_grant")
+    if expires_days is not None:
+        bounds.check_days(expires_days, what="--expires-days")
+    if on is not None:  # a future date would make credits spendable before it
+        bounds.check_date(on, today=desk.today(), what=f"the {kind.value} date", future=False)
     granted_at, granted_on = _granted_at(desk, on)
     if kind is LotKind.PURCHASE or never_expires:
         expires_at = None

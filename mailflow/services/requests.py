@@ -18,6 +18,7 @@ from mailflow.core.states import Action, Status, next_status
 from mailflow.desk import Desk
 from mailflow.errors import InsufficientCredits, InvalidTransition, MailflowError, NotFound
 from mailflow.models import Client, Entry, Inbound, Outbox, Quote, QuoteStatus, Request
+from mailflow.services import bounds
 from mailflow.services import credits as ledger
 from mailflow.services.clients import client_emails
 from mailflow.services.outbox import notify_staff, queue_message, quote_context
@@ -124,10 +125,11 @@ def terms_from_task(desk: Desk, key: str, due: date, note: str | None) -> QuoteT
 def quote_request(session: Session, desk: Desk, *, request_id: int, terms: QuoteTerms,
                   actor: str = STAFF) -> Quote:
     """Send a quote; a re-quote voids the earlier one (its token stops working)."""
-    if terms.credits <= 0:
-        raise MailflowError("a quote needs a positive number of credits")
+    bounds.check_credits(terms.credits, maximum=desk.settings.credits.max_credits_per_quote,
+                         what="a quote", key="max_credits_per_quote")
     if terms.due < desk.today():
         raise MailflowError(f"due date {terms.due.isoformat()} is in the past")
+    bounds.check_date(terms.due, today=desk.today(), what="due date", past=False)
     request = lock_request(session, request_id)
     _move(desk, request, Action.QUOTE)
     earlier = current_quote(session, request, fresh=True)
