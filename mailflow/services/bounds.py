@@ -19,8 +19,8 @@ MAX_DAYS = SPAN.days
 def check_credits(credits: int, *, maximum: int, what: str, key: str) -> int:
     """1 ≤ CREDITS ≤ MAXIMUM (the config key `credits.KEY`)."""
     if not 1 <= credits <= maximum:
-        raise OutOfRange(f"{what} must be 1 to {maximum:,} credits (config "
-                         f"credits.{key}), not {_shown(credits)}")
+        raise OutOfRange(f"{what} must be a positive number of credits up to {maximum:,} "
+                         f"(config credits.{key}), not {_shown(credits)}")
     return credits
 
 
