@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from mailflow.config import MAX_STORED_INTEGER
 from mailflow.errors import OutOfRange
 
 YEARS = 10
@@ -41,6 +42,12 @@ def check_date(value: date, *, today: date, what: str, future: bool = True,
         raise OutOfRange(f"{what} {value.isoformat()} is out of range: it must be from "
                          f"{earliest.isoformat()} to {latest.isoformat()}")
     return value
+
+
+def is_row_id(number: int) -> bool:
+    """Whether NUMBER can be a row's id at all (a larger one would overflow the
+    query's parameter, not just find nothing)."""
+    return 1 <= number <= MAX_STORED_INTEGER  # ids are PostgreSQL `integer`s
 
 
 def _shown(number: int) -> str:

@@ -78,7 +78,7 @@ def find_client(session: Session, ref: str) -> Client:
     ref = ref.strip()
     client = None
     if ref.isdigit():
-        client = session.get(Client, int(ref))
+        client = session.get(Client, int(ref)) if bounds.is_row_id(int(ref)) else None
     elif "@" in ref:
         contact = session.exec(select(Contact).where(Contact.email == ref.lower())).first()
         client = session.get(Client, contact.client_id) if contact else None

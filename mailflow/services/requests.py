@@ -33,7 +33,7 @@ def new_token() -> str:
 
 
 def get_request(session: Session, request_id: int) -> Request:
-    request = session.get(Request, request_id)
+    request = session.get(Request, request_id) if bounds.is_row_id(request_id) else None
     if request is None:
         raise NotFound(f"request {request_id} not found")
     return request
@@ -47,7 +47,8 @@ def lock_request(session: Session, request_id: int) -> Request:
     otherwise hand back the state read before the lock).  SQLite's BEGIN
     IMMEDIATE admits one writer at a time; there the lock is that."""
     request = session.exec(select(Request).where(Request.id == request_id)
-                           .with_for_update().execution_options(populate_existing=True)).first()
+                           .with_for_update().execution_options(populate_existing=True)).first() \
+        if bounds.is_row_id(request_id) else None
     if request is None:
         raise NotFound(f"request {request_id} not found")
     return request
