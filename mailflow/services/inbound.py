@@ -492,6 +492,13 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
                    inbound_id=row.id, reason=row.reason)
 
 
+def failed_messages(session: Session) -> list[Inbound]:
+    """Messages that could not be processed and have not run again since (all of
+    them: staff's to-do list is never cut short), oldest first."""
+    return list(session.exec(select(Inbound).where(Inbound.status == InboundStatus.FAILED)
+                             .order_by(Inbound.id)))
+
+
 def record_failure(session: Session, desk: Desk, raw: bytes, *, source: Source,
                    reason: str, mark: bool = True) -> Outcome:
     """Keep a message that could not be processed, with the reason, and tell staff."""
