@@ -198,17 +198,33 @@ class InboundSmtpSettings(_Section):
     lmtp: bool = False
 
 
+# The database's integer columns hold up to 2**31 - 1 (PostgreSQL `integer`):
+# the largest lot and its price in yen must fit.
+MAX_STORED_INTEGER = 2**31 - 1
+
+
 class CreditSettings(_Section):
     price_yen: int = Field(8000, ge=0)
     expiry_days: int = Field(90, ge=1)
     quote_valid_days: int = Field(14, ge=1)
     subject_tag: str = "[REQ-{id}]"
+    max_credits_per_quote: int = Field(100, ge=1, le=1_000_000)
+    max_credits_per_grant: int = Field(10_000, ge=1, le=1_000_000)
 
     @field_validator("subject_tag")
     @classmethod
     def _tag_has_id(cls, value: str) -> str:
         if "{id}" not in value:
             raise ValueError("must contain {id}, for example [REQ-{id}]")
+        return value
+
+    @field_validator("max_credits_per_grant")
+    @classmethod
+    def _price_fits(cls, value: int, info) -> int:
+        price = info.data.get("price_yen") or 0
+        if value * price > MAX_STORED_INTEGER:
+            raise ValueError(f"{value:,} credits at {price:,} yen is more yen than one lot "
+                             f"can record ({MAX_STORED_INTEGER:,}); lower it")
         return value
 
 

@@ -36,5 +36,10 @@ class InsufficientCredits(MailflowError):
         return self.needed - self.available
 
 
+class OutOfRange(MailflowError):
+    """A number or date outside its sane range (a typo, or more than the
+    database can hold): a usage error, exit 2 on the command line."""
+
+
 class Conflict(MailflowError):
     """A value that must be unique already exists (an address, a client name)."""

@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 
 from mailflow.db import transaction
 from mailflow.desk import Desk
-from mailflow.models import InboundStatus
+from mailflow.errors import InvalidTransition, MailflowError, NotFound
+from mailflow.models import Inbound, InboundStatus
 from mailflow.services.inbound import (
     Outcome,
     Source,
@@ -40,24 +41,63 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:500] if str(error) else ''}"
 
 
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction
+# lost to another one and was rolled back; running it again is the cure.
+_LOST_TO_ANOTHER = frozenset({"40P01", "40001"})
+ATTEMPTS = 3
+
+
+def collided(error: BaseException) -> bool:
+    """Whether ERROR means another writer got in the way: it recorded the same
+    message meanwhile (a unique key), or won a deadlock over two requests' or
+    clients' row locks.  Trying again resolves either."""
+    if isinstance(error, sqlalchemy.exc.IntegrityError):
+        return True
+    return getattr(getattr(error, "orig", None), "sqlstate", None) in _LOST_TO_ANOTHER
+
+
 def receive(engine: Engine, desk: Desk, raw: bytes, *, source: Source = Source(),
             answers: bool = True) -> Outcome:
     """Process one message to the end: committed, or recorded as failed."""
-    for attempt in (1, 2):
+    for attempt in range(1, ATTEMPTS + 1):
         try:
             with transaction(engine) as session:
                 return handle_message(session, desk, raw, source=source, answers=answers)
-        except sqlalchemy.exc.IntegrityError as error:
-            # Another process recorded the same message meanwhile: the second
-            # attempt recognises it as a duplicate.
-            if attempt == 2:
+        except sqlalchemy.exc.DBAPIError as error:
+            # Another process recorded the same message meanwhile (the next
+            # attempt recognises it as a duplicate), or won a deadlock.
+            if not collided(error):
+                if isinstance(error, _OUTAGE):
+                    raise DatabaseUnavailable(_reason(error)) from error
+                log.exception("message failed: uid=%s", source.uid)
                 return _keep_aside(engine, desk, raw, source, _reason(error))
-        except _OUTAGE as error:
-            raise DatabaseUnavailable(_reason(error)) from error
+            if attempt == ATTEMPTS:
+                return _keep_aside(engine, desk, raw, source, _reason(error))
+            log.info("message collided with another writer (%s); trying again",
+                     _reason(error))
         except Exception as error:  # a defect of ours or of the message: keep it aside
             log.exception("message failed: uid=%s", source.uid)
             return _keep_aside(engine, desk, raw, source, _reason(error))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retry(engine: Engine, desk: Desk, inbound_id: int) -> Outcome:
+    """`mailflow inbound retry ID`: run a failed message's stored bytes through
+    the normal path once more (after its cause is fixed).  Exactly once: a second
+    retry, or the same message moved back to the inbox meanwhile, finds it done.
+    The copy in the mailbox's failed folder stays there."""
+    with transaction(engine) as session:
+        row = session.get(Inbound, inbound_id)
+        if row is None:
+            raise NotFound(f"inbound message {inbound_id} not found")
+        if row.status != InboundStatus.FAILED:
+            raise InvalidTransition(f"inbound message {inbound_id} is {row.status}, not "
+                                    "failed: only a failed message can be run again")
+        if row.raw is None:
+            raise MailflowError(f"inbound message {inbound_id}: its bytes were not kept; "
+                                "move the original back to the inbox instead")
+        raw = row.raw
+    return receive(engine, desk, raw)
 
 
 def _keep_aside(engine: Engine, desk: Desk, raw: bytes, source: Source, reason: str) -> Outcome:
@@ -94,10 +134,11 @@ def receive_batch(engine: Engine, desk: Desk, items: Sequence[tuple[Source, byte
             if marked:
                 advance_marker(session, desk, max(marked, key=lambda s: s.uid))
         return outcomes
-    except _OUTAGE as error:
-        raise DatabaseUnavailable(_reason(error)) from error
-    except sqlalchemy.exc.IntegrityError:
-        log.warning("batch collided with another writer; processing one by one")
+    except sqlalchemy.exc.DBAPIError as error:
+        if not collided(error) and isinstance(error, _OUTAGE):
+            raise DatabaseUnavailable(_reason(error)) from error
+        log.warning("batch failed or collided with another writer (%s); processing one "
+                    "by one", _reason(error))
     except Exception:
         log.warning("a message of the batch failed; processing the batch one by one")
     return [receive(engine, desk, raw, source=source, answers=answers)

@@ -81,19 +81,28 @@ def test_edit_refuses_bad_values_and_changes_nothing(engine, acme, beta):
 
 # --- addresses --------------------------------------------------------------------------
 
-def test_an_address_is_added_lower_case_once_and_found_after(engine, acme):
+def test_an_address_is_added_lower_case_once_and_found_after(engine, desk, acme):
     with transaction(engine) as session:
         client = session.get(Client, acme)
-        assert clients.add_address(session, client, " New@Acme.Example ") is True
-        assert clients.add_address(session, client, "new@acme.example") is False
+        assert clients.add_address(session, desk, client, " New@Acme.Example ") is True
+        assert clients.add_address(session, desk, client, "new@acme.example") is False
         assert clients.client_by_address(session, "NEW@acme.example").id == acme
     assert get(engine, acme)[1] == ["a@acme.example", "b@acme.example", "new@acme.example"]
 
 
-def test_another_clients_address_is_refused_naming_that_client(engine, acme, beta):
+def test_another_clients_address_is_refused_naming_that_client(engine, desk, acme, beta):
     with pytest.raises(Conflict, match=r"address x@beta.example belongs to client Beta \(id"), \
             transaction(engine) as session:
-        clients.add_address(session, session.get(Client, acme), "X@Beta.example")
+        clients.add_address(session, desk, session.get(Client, acme), "X@Beta.example")
+    assert get(engine, acme)[1] == ["a@acme.example", "b@acme.example"]
+
+
+@pytest.mark.parametrize("address", ["support@agency.example", "Support+x@Agency.example",
+                                     "staff@agency.example"])
+def test_the_desks_own_addresses_are_never_added_to_a_client(engine, desk, acme, address):
+    with pytest.raises(MailflowError, match="not a client's address"), \
+            transaction(engine) as session:
+        clients.add_address(session, desk, session.get(Client, acme), address)
     assert get(engine, acme)[1] == ["a@acme.example", "b@acme.example"]
 
 

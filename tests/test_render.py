@@ -23,7 +23,7 @@ from mailflow.render import (
 CLIENT_TEMPLATES = (
     "ack", "quote", "approved", "rejected", "insufficient_credits", "ambiguous_reply",
     "not_authorised", "balance", "completed", "cancelled", "quote_expired",
-    "credits_expiring", "digest", "unknown_sender",
+    "credits_expiring", "digest", "unknown_sender", "already_answered",
 )
 STAFF_TEMPLATES = ("new_request", "comment", "held", "failed", "bounce", "reminder", "answered",
                    "mailbox_login")
@@ -83,6 +83,8 @@ CONTEXTS: dict[str, dict] = {
     },
     "client/ambiguous_reply": {"request": REQUEST},
     "client/not_authorised": {"request": REQUEST, "quote": QUOTE, "reason": "not_requester"},
+    "client/already_answered": {"request": REQUEST, "quote": QUOTE, "outcome": "approved",
+                                "asked": "approved"},
     "client/balance": {
         "entries": [
             {"at": datetime(2026, 3, 20, 2, 0, tzinfo=UTC), "kind": "debit", "delta": -2,
@@ -113,7 +115,7 @@ CONTEXTS: dict[str, dict] = {
                    "reason": "unknown sender", "kind": "unknown_sender", "balance": None,
                    "client": None},
     "staff/failed": {"from_addr": "hanako@client.example", "subject": "Banner",
-                     "reason": "undecodable MIME", "folder": "Failed",
+                     "reason": "undecodable MIME", "folder": "Failed", "inbound_id": 17,
                      "balance": None, "client": None},
     "staff/bounce": {"original": {"to": "hanako@client.example", "subject": "[REQ-12] Quote",
                                   "message_id": "<abc@agency.example>"},
@@ -221,6 +223,18 @@ def test_not_authorised_has_a_sentence_per_reason(renderer, lang, reason):
     if reason == "not_client":  # possibly a stranger: no balance, no request subject
         assert "\n-- \n" not in texts[reason]
         assert REQUEST["subject"] not in texts[reason]
+
+
+@pytest.mark.parametrize("lang", ["en", "ja"])
+def test_already_answered_says_what_actually_happened(renderer, lang):
+    texts = {(outcome, asked): renderer.render("client/already_answered", lang, context_for(
+        "client/already_answered", outcome=outcome, asked=asked))
+        for outcome in ("approved", "rejected") for asked in ("approved", "rejected")}
+    assert len({t.text for t in texts.values()}) == 4
+    word = {"en": {"approved": "approved", "rejected": "rejected"},
+            "ja": {"approved": "承認済み", "rejected": "却下済み"}}[lang]
+    for (outcome, _asked), rendered in texts.items():
+        assert word[outcome] in rendered.subject and word[outcome] in rendered.text
 
 
 @pytest.mark.parametrize("name", HTML_ALTERNATIVES)

@@ -14,6 +14,7 @@ The package, one module per command group:
     credits.py    credits grant|buy|adjust, balance
     mail.py       poll, outbox, serve
     mailbox.py    mailbox login|check (OAuth2 sign-in, log-in checks)
+    inbound.py    inbound failed|retry
     jobs.py       digest, jobs run|list
     sandbox.py    dev
     db.py         db upgrade
@@ -59,6 +60,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "A sandbox mail world on loopback: try mailflow with any mail program."),
     "digest": ("mailflow.cli.jobs:digest",
                "Send the balance digests due now (schedule.digest_cron), or preview them."),
+    "inbound": ("mailflow.cli.inbound:inbound",
+                "Messages that could not be processed: list them, run one again."),
     "jobs": ("mailflow.cli.jobs:jobs_group",
              "Scheduled jobs: allotment, expiry, quotes, reminders, digest."),
     "mailbox": ("mailflow.cli.mailbox:mailbox",

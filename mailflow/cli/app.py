@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailflow.errors import ConfigError, MailflowError
+from mailflow.errors import ConfigError, MailflowError, OutOfRange
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -83,12 +83,13 @@ def _database_error(error: Exception) -> bool:
 
 
 class MailflowGroup(click.Group):
-    """Turns domain errors into one line and exit 1, configuration errors into exit 2."""
+    """Turns domain errors into one line and exit 1, configuration errors and
+    numbers or dates out of range into one line and exit 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ConfigError as error:
+        except (ConfigError, OutOfRange) as error:
             raise UsageProblem(str(error)) from None
         except MailflowError as error:
             raise click.ClickException(str(error)) from None

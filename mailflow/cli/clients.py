@@ -215,7 +215,7 @@ def _change_address(app: App, client_ref: str, email: str, as_json: bool, *, add
     with app.session() as session:
         client = client_service.find_client(session, client_ref)
         if add:
-            changed = client_service.add_address(session, client, email)
+            changed = client_service.add_address(session, app.desk, client, email)
         else:
             client_service.remove_address(session, client, email)
             changed = True

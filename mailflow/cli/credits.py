@@ -18,9 +18,10 @@ def credits() -> None:
 @credits.command("grant")
 @click.argument("client_ref", metavar="CLIENT")
 @click.argument("amount", type=click.IntRange(min=1), metavar="N")
-@click.option("--on", "on", type=DATE, help="Grant date YYYY-MM-DD (default today).")
+@click.option("--on", "on", type=DATE, help="Grant date YYYY-MM-DD (default today; up to ten "
+              "years back, never later than today).")
 @click.option("--expires-days", type=click.IntRange(min=1),
-              help="Days until expiry (default credits.expiry_days).")
+              help="Days until expiry, 1-3652 (default credits.expiry_days).")
 @click.option("--never-expires", is_flag=True, help="This grant never expires.")
 @click.option("--note", help="Why the credits were granted.")
 @json_option
@@ -44,7 +45,8 @@ def credits_grant(app: App, client_ref: str, amount: int, on: datetime | None,
 @credits.command("buy")
 @click.argument("client_ref", metavar="CLIENT")
 @click.argument("amount", type=click.IntRange(min=1), metavar="N")
-@click.option("--on", "on", type=DATE, help="Purchase date YYYY-MM-DD (default today).")
+@click.option("--on", "on", type=DATE, help="Purchase date YYYY-MM-DD (default today; up to "
+              "ten years back, never later than today).")
 @click.option("--note", help="Invoice number or similar.")
 @json_option
 @pass_app

@@ -11,22 +11,34 @@ import click
 from mailflow.cli.app import DATE, App, emit_json, json_option, pass_app, table
 from mailflow.errors import MailflowError
 
+PAGE = 200
+
 
 @click.command()
 @click.option("--retry", is_flag=True, help="Requeue permanently failed messages.")
 @click.option("--all", "show_all", is_flag=True, help="Include messages already sent.")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=PAGE, show_default=True,
+              help="Show at most this many messages.")
+@click.option("--offset", type=click.IntRange(0), default=0,
+              help="Skip this many first (the next page: --offset 200).")
 @json_option
 @pass_app
-def outbox(app: App, retry: bool, show_all: bool, as_json: bool) -> None:
+def outbox(app: App, retry: bool, show_all: bool, limit: int, offset: int,
+           as_json: bool) -> None:
     """Pending and failed outgoing mail.
+
+    Oldest first, a page at a time: when there is more, a last line (on stderr
+    with --json) says which messages of how many are shown.
 
     \b
     mailflow outbox                  # what has not gone out yet, with the last error
     mailflow outbox --retry          # queue permanently failed messages again
     mailflow outbox --all --json     # everything, with the text as sent
+    mailflow outbox --all --offset 200   # the next 200
     """
     from mailflow.services import outbox as outbox_service
 
+    include_sent = show_all or as_json
     with app.session() as session:
         if retry:
             count = outbox_service.retry_failed(session, app.desk)
@@ -36,13 +48,29 @@ def outbox(app: App, retry: bool, show_all: bool, as_json: bool) -> None:
                  "attempts": m.attempts, "template": m.template, "message_id": m.message_id,
                  "request": m.request_id, "last_error": m.last_error, "created_at": m.created_at,
                  "body": m.body_text}
-                for m in outbox_service.list_outbox(session, include_sent=show_all or as_json)]
+                for m in outbox_service.list_outbox(session, include_sent=include_sent,
+                                                    limit=limit, offset=offset)]
+        total = outbox_service.count_outbox(session, include_sent=include_sent)
+    shown = _page_note(offset, len(rows), total)
     if as_json:
         emit_json(rows)
+        if shown:
+            click.echo(shown, err=True)
         return
     table("Outbox", ["id", "status", "attempts", "to", "subject", "error"],
           [[r["id"], r["status"], r["attempts"], r["to"], r["subject"], r["last_error"]]
            for r in rows])
+    if shown:
+        click.echo(shown)
+
+
+def _page_note(offset: int, count: int, total: int) -> str | None:
+    """'showing 1–200 of 1,234 (next: --offset 200)', or None when all are shown."""
+    if offset == 0 and count == total:
+        return None
+    first, last = (offset + 1, offset + count) if count else (offset, offset)
+    more = f" (next: --offset {last})" if last < total else ""
+    return f"showing {first}–{last} of {total:,}{more}"
 
 
 # --- mail ---------------------------------------------------------------------
@@ -75,6 +103,10 @@ def poll(app: App, once: bool, since: datetime | None, no_answers: bool, start: 
 
     if since and not no_answers:
         raise click.UsageError("--since imports history: use it with --no-answers")
+    if since:
+        from mailflow.services.bounds import check_date
+
+        check_date(since.date(), today=app.desk.today(), what="--since", future=False)
     configure_logging("text", log_level)
     with app.session():  # checks the schema before touching the mailbox
         pass

@@ -124,9 +124,11 @@ def show(app: App, request_id: int, as_json: bool) -> None:
 
 @click.command()
 @click.argument("request_id", type=int, metavar="ID")
-@click.option("--credits", "credit_count", type=click.IntRange(min=1), help="Credits to quote.")
+@click.option("--credits", "credit_count", type=click.IntRange(min=1),
+              help="Credits to quote (at most credits.max_credits_per_quote).")
 @click.option("--task", help="A catalog key; its typical credits are quoted.")
-@click.option("--due", type=DATE, required=True, help="Completion date YYYY-MM-DD.")
+@click.option("--due", type=DATE, required=True,
+              help="Completion date YYYY-MM-DD (today to ten years ahead).")
 @click.option("--note", help="A note shown in the quote.")
 @pass_app
 def quote(app: App, request_id: int, credit_count: int | None, task: str | None, due: datetime,

@@ -30,7 +30,8 @@ class Verdict(StrEnum):
     COMMENT = "comment"                  # linked, no command: store, forward to staff
     NOT_AUTHORISED = "not_authorised"    # a command that fails a check: explain
     FORGED = "forged"                    # fails the DMARC check: no answer, staff told
-    DUPLICATE_ANSWER = "duplicate_answer"  # the same answer again: nothing to do
+    DUPLICATE_ANSWER = "duplicate_answer"  # the same answer again: nothing more to do
+    ALREADY_DECIDED = "already_decided"  # the other answer came first: say so
     QUOTE_EXPIRED = "quote_expired"
     UNKNOWN_SENDER = "unknown_sender"
 
@@ -58,6 +59,7 @@ class Facts:
     request_status: Status | None = None
     sender_may_answer: bool = False         # policy.approve_from allows this address
     refers_to_current_quote: bool = False
+    refers_to_old_quote: bool = False       # it answers an earlier (void) quote
     quote_expired: bool = False
     dmarc_failed: bool = False
     require_quote_reference: bool = True
@@ -115,8 +117,11 @@ def rule_answer(f: Facts) -> Decision | None:
         already = {Command.APPROVE: Status.APPROVED, Command.REJECT: Status.REJECTED}
         if f.request_status is already[f.command]:
             return Decision(Verdict.DUPLICATE_ANSWER)
+        if f.request_status in already.values():
+            return Decision(Verdict.ALREADY_DECIDED)
         return Decision(Verdict.NOT_AUTHORISED, Reason.NO_OPEN_QUOTE)
-    if f.require_quote_reference and not f.refers_to_current_quote:
+    # A reply to an earlier quote is no decision on the current one, whatever the policy.
+    if f.refers_to_old_quote or (f.require_quote_reference and not f.refers_to_current_quote):
         return Decision(Verdict.NOT_AUTHORISED, Reason.NO_QUOTE_REFERENCE)
     if f.quote_expired:
         return Decision(Verdict.QUOTE_EXPIRED)

@@ -13,6 +13,7 @@ from mailflow.core.states import OPEN
 from mailflow.desk import Desk
 from mailflow.errors import Conflict, MailflowError, NotFound
 from mailflow.models import Client, Contact, Request
+from mailflow.services import bounds
 
 if TYPE_CHECKING:
     from mailflow.core.clientcsv import ClientRow, LineError
@@ -26,6 +27,25 @@ def normalise_email(address: str) -> str:
     return address
 
 
+def ours(desk: Desk, address: str) -> str | None:
+    """What ADDRESS is if it is one of the desk's own — the support mailbox (any
+    +tag variant too) or a staff address — else None.  Such an address can never
+    be a client's: its mail would be taken for the client's, and our own notices
+    would come back as requests."""
+    local, _, domain = address.lower().partition("@")
+    local = local.split("+", 1)[0]
+    staff = getattr(desk.settings.staff, "members", ())  # staff members, where configured
+    candidates = [(desk.settings.mailbox.address, "the support mailbox")]
+    candidates += [(addr, "a staff address (staff.notify)") for addr in desk.settings.staff.notify]
+    candidates += [(addr, f"staff member {member.name}'s address")
+                   for member in staff for addr in member.emails]
+    for candidate, what in candidates:
+        c_local, _, c_domain = candidate.lower().partition("@")
+        if (local, domain) == (c_local.split("+", 1)[0], c_domain):
+            return what
+    return None
+
+
 def add_client(session: Session, desk: Desk, *, name: str, emails: list[str],
                plan: int | None = None, lang: str = "en") -> Client:
     name = name.strip()
@@ -35,11 +55,17 @@ def add_client(session: Session, desk: Desk, *, name: str, emails: list[str],
         raise MailflowError("a client needs at least one --email")
     if plan is not None and plan < 0:
         raise MailflowError("--plan must be zero or more credits a month")
+    if plan:
+        bounds.check_credits(plan, maximum=desk.settings.credits.max_credits_per_grant,
+                             what="a monthly plan", key="max_credits_per_grant")
     if lang not in ("en", "ja"):
         raise MailflowError(f"language {lang!r} is not supported (use en or ja)")
     if session.exec(select(Client).where(func.lower(Client.name) == name.lower())).first():
         raise Conflict(f"client {name!r} already exists")
     addresses = list(dict.fromkeys(normalise_email(e) for e in emails))
+    for address in addresses:
+        if (what := ours(desk, address)) is not None:
+            raise MailflowError(f"{address} is {what}, not a client's address")
     taken = session.exec(select(Contact).where(Contact.email.in_(addresses))).first()
     if taken:
         raise Conflict(f"address {taken.email} already belongs to another client")
@@ -60,7 +86,7 @@ def find_client(session: Session, ref: str) -> Client:
     ref = ref.strip()
     client = None
     if ref.isdigit():
-        client = session.get(Client, int(ref))
+        client = session.get(Client, int(ref)) if bounds.is_row_id(int(ref)) else None
     elif "@" in ref:
         contact = session.exec(select(Contact).where(Contact.email == ref.lower())).first()
         client = session.get(Client, contact.client_id) if contact else None
@@ -149,10 +175,13 @@ def edit_client(session: Session, client: Client, *, name: str | None = None,
     return changes
 
 
-def add_address(session: Session, client: Client, address: str) -> bool:
+def add_address(session: Session, desk: Desk, client: Client, address: str) -> bool:
     """Make `address` one of the client's contacts; False if it was one already.
-    An address belongs to one client: another client's is refused, naming it."""
+    An address belongs to one client: another client's is refused, naming it,
+    and the desk's own addresses are never a client's."""
     address = normalise_email(address)
+    if (what := ours(desk, address)) is not None:
+        raise MailflowError(f"{address} is {what}, not a client's address")
     client = _lock_client(session, client.id)
     owner = _owner(session, address)
     if owner is not None and owner.id != client.id:
@@ -230,6 +259,6 @@ def _import_row(session: Session, desk: Desk, row: ClientRow) -> ImportLine:
                           changes={"plan": (None, client.plan_credits),
                                    "lang": (None, client.lang)})
     changes = edit_client(session, client, plan=row.plan, lang=row.lang)
-    added = [address for address in addresses if add_address(session, client, address)]
+    added = [address for address in addresses if add_address(session, desk, client, address)]
     action = "updated" if changes or added else "unchanged"
     return ImportLine(row.line, client.name, action, changes=changes, added=added)

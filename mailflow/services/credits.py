@@ -29,14 +29,17 @@ from mailflow.core.ledger import (
 from mailflow.desk import Desk
 from mailflow.errors import InsufficientCredits, MailflowError
 from mailflow.models import Client, Entry, Lot
+from mailflow.services import bounds
 
 
 def lock_client(session: Session, client_id: int) -> Client:
     """Serialise balance changes of one client (row lock on PostgreSQL; SQLite's
-    BEGIN IMMEDIATE already admits one writer).  Lots read before the lock may
-    be stale, so the transaction's cache of them is dropped."""
+    BEGIN IMMEDIATE already admits one writer).  What was read before the lock
+    may be stale: the transaction's cache of lots is dropped and the client row
+    is read afresh (`populate_existing`), not handed back from the identity map."""
     forget_lots(session, client_id)
-    return session.exec(select(Client).where(Client.id == client_id).with_for_update()).one()
+    return session.exec(select(Client).where(Client.id == client_id).with_for_update()
+                        .execution_options(populate_existing=True)).one()
 
 
 def forget_lots(session: Session, client_id: int) -> None:
@@ -88,10 +91,13 @@ def add_lot(session: Session, desk: Desk, *, client: Client, kind: LotKind, cred
     """A new lot and its opening entry (of `entry_kind`, default the lot's own
     kind).  Plan and grant lots expire `credits.expiry_days` after the grant day
     unless told otherwise; purchases never."""
-    if credits <= 0:
-        raise MailflowError("credits must be a positive whole number")
-    if expires_days is not None and expires_days <= 0:
-        raise MailflowError("--expires-days must be a positive number of days")
+    if kind is not LotKind.PLAN:  # a plan's size was checked when it was set
+        bounds.check_credits(credits, maximum=desk.settings.credits.max_credits_per_grant,
+                             what=f"a {kind.value}", key="max_credits_per_grant")
+    if expires_days is not None:
+        bounds.check_days(expires_days, what="--expires-days")
+    if on is not None:  # a future date would make credits spendable before it
+        bounds.check_date(on, today=desk.today(), what=f"the {kind.value} date", future=False)
     granted_at, granted_on = _granted_at(desk, on)
     if kind is LotKind.PURCHASE or never_expires:
         expires_at = None
@@ -168,6 +174,8 @@ def adjust(session: Session, desk: Desk, *, client: Client, delta: int, reason: 
         return Adjustment(delta, lot, (), balance(session, desk, client.id).available)
     if expires_days is not None or never_expires:
         raise MailflowError("--expires-days and --never-expires apply to a positive adjustment")
+    bounds.check_credits(-delta, maximum=desk.settings.credits.max_credits_per_grant,
+                         what="an adjustment", key="max_credits_per_grant")
     lock_client(session, client.id)
     sweep_expired(session, desk, client.id)
     now = desk.now()

@@ -6,7 +6,7 @@ transaction, together with the message's processed-marker (DESIGN §3, §4).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlmodel import Session, select
@@ -132,28 +132,41 @@ class Context:
     sender: Client | None
     request: Request | None = None
     quote: Quote | None = None
+    tokens: tuple[str, ...] = ()
 
     @property
     def command(self) -> Command | None:
         return self.reading.command
 
 
-def _linked_request(session: Session, desk: Desk, msg: InboundMessage, tokens: list[str],
+def referenced_ids(msg: InboundMessage) -> list[str]:
+    """The Message-IDs a reply names, nearest first: In-Reply-To, then References
+    from the newest (the last) backwards."""
+    return list(dict.fromkeys([*msg.in_reply_to, *reversed(msg.references)]))
+
+
+def _first_known(session: Session, table, ids: list[str]) -> int | None:
+    """The request of the first of IDS (in their order) that TABLE knows."""
+    found = dict(session.exec(select(table.message_id, table.request_id).where(
+        table.message_id.in_(ids), table.request_id.is_not(None))).all())
+    return next((found[i] for i in ids if i in found), None)
+
+
+def _linked_request(session: Session, desk: Desk, msg: InboundMessage, tokens: tuple[str, ...],
                     sender: Client | None) -> Request | None:
-    ids = [*msg.in_reply_to, *reversed(msg.references)]
+    """The request a message belongs to (DESIGN §3 rule 3), in this order: the
+    nearest Message-ID it names that we sent (or received and linked), then a
+    quote token, then the subject tag from one of the request's client's addresses."""
+    ids = referenced_ids(msg)
     if ids:
-        request_id = session.exec(select(Outbox.request_id).where(
-            Outbox.message_id.in_(ids), Outbox.request_id.is_not(None))
-            .order_by(Outbox.id.desc())).first()
+        request_id = _first_known(session, Outbox, ids)
         if request_id is None:
-            request_id = session.exec(select(Inbound.request_id).where(
-                Inbound.message_id.in_(ids), Inbound.request_id.is_not(None))
-                .order_by(Inbound.id.desc())).first()
+            request_id = _first_known(session, Inbound, ids)
         if request_id is not None:
             return session.get(Request, request_id)
     if tokens:
-        quote = session.exec(select(Quote).where(Quote.token.in_(tokens))
-                             .order_by(Quote.id.desc())).first()
+        found = {q.token: q for q in session.exec(select(Quote).where(Quote.token.in_(tokens)))}
+        quote = next((found[t] for t in tokens if t in found), None)
         if quote is not None:
             return session.get(Request, quote.request_id)
     number = request_number_in(msg.subject, desk.settings.credits.subject_tag)
@@ -162,6 +175,36 @@ def _linked_request(session: Session, desk: Desk, msg: InboundMessage, tokens: l
         if request is not None and request.client_id == sender.id:
             return request
     return None
+
+
+def _named_quote(session: Session, msg: InboundMessage, request: Request,
+                 tokens: tuple[str, ...]) -> Quote | None:
+    """The quote of REQUEST a message answers: the nearest quote mail it names
+    (In-Reply-To, then References newest first), else the first of its tokens."""
+    quotes = session.exec(select(Quote).where(Quote.request_id == request.id)).all()
+    by_message = {q.message_id: q for q in quotes if q.message_id}
+    named = next((by_message[i] for i in referenced_ids(msg) if i in by_message), None)
+    if named is None:
+        by_token = {q.token: q for q in quotes}
+        named = next((by_token[t] for t in tokens if t in by_token), None)
+    return named
+
+
+def _request_facts(session: Session, desk: Desk, ctx: Context, *, fresh: bool = False) -> dict:
+    """The facts about the linked request's state; `fresh` after its lock."""
+    msg, request = ctx.msg, ctx.request
+    ctx.quote = requests_service.current_quote(session, request, fresh=fresh)
+    named = _named_quote(session, msg, request, ctx.tokens) if ctx.quote is not None else None
+    return dict(
+        request_id=request.id, request_client_id=request.client_id,
+        request_status=Status(request.status),
+        sender_may_answer=bool(msg.from_addr) and requests_service.may_answer(
+            session, desk, request, msg.from_addr),
+        refers_to_current_quote=named is not None and named.id == ctx.quote.id,
+        refers_to_old_quote=named is not None and named.id != ctx.quote.id,
+        quote_expired=ctx.quote is not None
+        and requests_service.quote_is_expired(desk, ctx.quote),
+    )
 
 
 def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Context]:
@@ -173,23 +216,9 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
     if automatic is not None:
         return Facts(own=automatic.kind is AutomaticKind.OWN, automatic=automatic.reason,
                      bounce=automatic.kind is AutomaticKind.BOUNCE), ctx
-    tokens = tokens_in((*msg.to, *msg.cc), msg.text)
-    ctx.request = _linked_request(session, desk, msg, tokens, ctx.sender)
-    facts = {}
-    if ctx.request is not None:
-        ctx.quote = requests_service.current_quote(session, ctx.request)
-        references = {*msg.in_reply_to, *msg.references}
-        refers = ctx.quote is not None and (ctx.quote.message_id in references
-                                            or ctx.quote.token in tokens)
-        facts = dict(
-            request_id=ctx.request.id, request_client_id=ctx.request.client_id,
-            request_status=Status(ctx.request.status),
-            sender_may_answer=bool(msg.from_addr) and requests_service.may_answer(
-                session, desk, ctx.request, msg.from_addr),
-            refers_to_current_quote=refers,
-            quote_expired=ctx.quote is not None
-            and requests_service.quote_is_expired(desk, ctx.quote),
-        )
+    ctx.tokens = tuple(tokens_in((*msg.to, *msg.cc), msg.text))
+    ctx.request = _linked_request(session, desk, msg, ctx.tokens, ctx.sender)
+    facts = _request_facts(session, desk, ctx) if ctx.request is not None else {}
     # A trusted fail, or a trusted verdict that cannot be read: never acted on.
     dmarc_failed = forbids_action(msg.authentication_results, policy.trusted_authserv_id)
     return Facts(command=ctx.command, buy_count=ctx.reading.count,
@@ -197,6 +226,22 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
                  sender_client_id=ctx.sender.id if ctx.sender else None,
                  dmarc_failed=dmarc_failed,
                  require_quote_reference=policy.require_quote_reference, **facts), ctx
+
+
+_DECISIONS = (Command.APPROVE, Command.REJECT)
+
+
+def decide_locked(session: Session, desk: Desk, facts: Facts, ctx: Context) -> Decision:
+    """Decisions on one request are serialised (DESIGN §3 rule 6): lock the
+    request, read its state afresh and decide again.  What `gather` read before
+    the lock may be stale — another process may have approved, rejected or
+    re-quoted it meanwhile, and then this message is answered with that."""
+    if ctx.request is None or ctx.command not in _DECISIONS:
+        return decide(facts)
+    ctx.request = requests_service.lock_request(session, ctx.request.id)
+    with session.no_autoflush:
+        facts = replace(facts, **_request_facts(session, desk, ctx, fresh=True))
+    return decide(facts)
 
 
 # --- acting ----------------------------------------------------------------------
@@ -263,14 +308,40 @@ def _unknown_sender(session: Session, desk: Desk, ctx: Context) -> str:
     return "held: unknown sender, already answered today"
 
 
+def _already_answered(session: Session, desk: Desk, ctx: Context,
+                      verdict: Verdict) -> tuple[InboundStatus, str]:
+    """A decision on a quote already answered — by an earlier reply, or by another
+    one processed at the same moment — is told what actually happened.  The same
+    answer again gets at most one note a day per request (never mail ping-pong);
+    the other answer always gets one, and staff see it: the client may have
+    changed their mind."""
+    outcome = Status(ctx.request.status).value
+    if verdict is Verdict.ALREADY_DECIDED:
+        notify_staff(session, desk, template="staff/comment",
+                     client=session.get(Client, ctx.request.client_id), request=ctx.request,
+                     context={"from_addr": ctx.msg.from_addr,
+                              "text": ctx.new_text or ctx.msg.text})
+    elif session.exec(select(Outbox.id).where(
+            Outbox.template == "client/already_answered",
+            Outbox.request_id == ctx.request.id,
+            Outbox.created_at >= desk.now() - timedelta(days=1))).first() is not None:
+        return InboundStatus.IGNORED, f"already {outcome}; told so today already"
+    _answer(session, desk, ctx, "client/already_answered", outcome=outcome,
+            asked="approved" if ctx.command is Command.APPROVE else "rejected",
+            quote=quote_context(desk, ctx.quote) if ctx.quote else None)
+    return InboundStatus.PROCESSED, f"already {outcome}"
+
+
 def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple[
         InboundStatus, str | None]:
     """Run the one use case the decision names; returns the status and a note."""
     verdict, msg = decision.verdict, ctx.msg
     actor = msg.from_addr or "unknown"
     match verdict:
-        case Verdict.OWN | Verdict.AUTOMATIC | Verdict.DUPLICATE_ANSWER:
+        case Verdict.OWN | Verdict.AUTOMATIC:
             return InboundStatus.IGNORED, None
+        case Verdict.DUPLICATE_ANSWER | Verdict.ALREADY_DECIDED:
+            return _already_answered(session, desk, ctx, verdict)
         case Verdict.BOUNCE:
             return InboundStatus.IGNORED, _bounce(session, desk, ctx)
         case Verdict.NEW_REQUEST:
@@ -349,6 +420,41 @@ def _hold_inactive(session: Session, desk: Desk, ctx: Context) -> str:
 
 # --- the entry --------------------------------------------------------------------
 
+def _already_done(marker: Inbound) -> Outcome:
+    return Outcome(status=InboundStatus(marker.status), verdict=marker.classification,
+                   request_id=marker.request_id, inbound_id=marker.id, duplicate=True)
+
+
+def claim_rerun(session: Session, marker: Inbound, source: Source) -> Inbound | None:
+    """A message that failed runs again when a new copy of it arrives: staff moved
+    it back to the inbox (a new UID), it was delivered again, or `mailflow
+    inbound retry` handed in its stored bytes.  Exactly once: the marker is
+    locked and must still say failed.  The very copy that failed (its own folder
+    UID, still in the inbox after a crash) is not a new copy.  Returns the
+    locked marker to reuse, or None: the message is done."""
+    if marker.status != InboundStatus.FAILED:
+        return None
+    if source.uid is not None and (marker.mailbox, marker.uidvalidity, marker.uid) == \
+            (source.mailbox, source.uidvalidity, source.uid):
+        return None
+    return session.exec(select(Inbound).where(Inbound.id == marker.id,
+                                              Inbound.status == InboundStatus.FAILED)
+                        .with_for_update().execution_options(populate_existing=True)).first()
+
+
+def _marker(desk: Desk, rerun: Inbound | None, key: str, source: Source, msg: InboundMessage,
+            **values) -> Inbound:
+    """The processed-marker: a new row, or the failed one a re-run reuses (it then
+    points at the new copy's folder UID, when there is one)."""
+    row = rerun or Inbound(message_id=key, received_at=desk.now())
+    if rerun is None or source.uid is not None:
+        values.update(mailbox=source.mailbox, uidvalidity=source.uidvalidity, uid=source.uid)
+    values.update(from_addr=msg.from_addr, subject=msg.subject[:1000], text=msg.text)
+    for name, value in values.items():
+        setattr(row, name, value)
+    return row
+
+
 def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source = Source(),
                    answers: bool = True, mark: bool = True) -> Outcome:
     """Record, classify and act on one raw message, in the caller's transaction.
@@ -362,9 +468,9 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
     msg = parse_message(raw, max_bytes=max_bytes)
     key = message_key(msg, raw)
     existing = find_processed(session, source, key)
-    if existing is not None:
-        return Outcome(status=InboundStatus(existing.status), verdict=existing.classification,
-                       request_id=existing.request_id, inbound_id=existing.id, duplicate=True)
+    rerun = claim_rerun(session, existing, source) if existing and answers else None
+    if existing is not None and rerun is None:
+        return _already_done(existing)
     with session.no_autoflush:  # reads only; the previous message is flushed already
         facts, ctx = gather(session, desk, msg)
     decision = decide(facts)
@@ -383,15 +489,14 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
         status, verdict, note = InboundStatus.HELD, "inactive_client", _hold_inactive(
             session, desk, ctx)
     else:
+        decision = decide_locked(session, desk, facts, ctx)
         status, note = act(session, desk, decision, ctx)
         verdict = decision.verdict.value
     keep_raw = status in (InboundStatus.HELD, InboundStatus.FAILED) and not oversize
-    row = Inbound(message_id=key, mailbox=source.mailbox, uidvalidity=source.uidvalidity,
-                  uid=source.uid, from_addr=msg.from_addr, subject=msg.subject[:1000],
-                  text=msg.text, status=status, classification=verdict,
+    row = _marker(desk, rerun, key, source, msg, status=status, classification=verdict,
                   reason="; ".join(filter(None, [note, *msg.defects[:3]])) or None,
                   request_id=ctx.request.id if ctx.request else None,
-                  raw=raw if keep_raw else None, received_at=desk.now())
+                  raw=raw if keep_raw else None)
     session.add(row)
     session.flush()
     for attachment in msg.attachments:
@@ -405,23 +510,30 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
                    inbound_id=row.id, reason=row.reason)
 
 
+def failed_messages(session: Session) -> list[Inbound]:
+    """Messages that could not be processed and have not run again since (all of
+    them: staff's to-do list is never cut short), oldest first."""
+    return list(session.exec(select(Inbound).where(Inbound.status == InboundStatus.FAILED)
+                             .order_by(Inbound.id)))
+
+
 def record_failure(session: Session, desk: Desk, raw: bytes, *, source: Source,
                    reason: str, mark: bool = True) -> Outcome:
     """Keep a message that could not be processed, with the reason, and tell staff."""
     msg = parse_message(raw, max_bytes=int(desk.settings.policy.max_message_mb * 1024 * 1024))
     key = message_key(msg, raw)
     existing = find_processed(session, source, key)
-    if existing is not None:
-        return Outcome(status=InboundStatus(existing.status), verdict=existing.classification,
-                       request_id=existing.request_id, inbound_id=existing.id, duplicate=True)
-    row = Inbound(message_id=key, mailbox=source.mailbox, uidvalidity=source.uidvalidity,
-                  uid=source.uid, from_addr=msg.from_addr, subject=msg.subject[:1000],
-                  text=msg.text, status=InboundStatus.FAILED, classification="failed",
-                  reason=reason[:2000], raw=raw, received_at=desk.now())
+    rerun = claim_rerun(session, existing, source) if existing else None
+    if existing is not None and rerun is None:
+        return _already_done(existing)
+    # A message run again that failed again: the marker says why now, staff hear again.
+    row = _marker(desk, rerun, key, source, msg, status=InboundStatus.FAILED,
+                  classification="failed", reason=reason[:2000], raw=raw, request_id=None)
     session.add(row)
+    session.flush()
     notify_staff(session, desk, template="staff/failed", context={
         "from_addr": msg.from_addr or "(none)", "subject": msg.subject, "reason": reason,
-        "folder": desk.settings.mailbox.imap.failed_folder})
+        "folder": desk.settings.mailbox.imap.failed_folder, "inbound_id": row.id})
     if mark:
         advance_marker(session, desk, source)
     session.flush()

@@ -145,12 +145,23 @@ def notify_staff(session: Session, desk: Desk, *, template: str, context: Mappin
                          thread=thread)
 
 
-def list_outbox(session: Session, *, include_sent: bool = True, limit: int = 200) -> list[Outbox]:
-    query = select(Outbox).order_by(Outbox.id)
+def _outbox_query(query, include_sent: bool):
     if not include_sent:
         query = query.where(Outbox.status.in_([OutboxStatus.PENDING, OutboxStatus.SENDING,
                                                OutboxStatus.FAILED]))
-    return list(session.exec(query.limit(limit)))
+    return query
+
+
+def list_outbox(session: Session, *, include_sent: bool = True, limit: int = 200,
+                offset: int = 0) -> list[Outbox]:
+    """One page of the outbox, oldest first (`count_outbox` says how many in all)."""
+    query = _outbox_query(select(Outbox), include_sent).order_by(Outbox.id)
+    return list(session.exec(query.offset(offset).limit(limit)))
+
+
+def count_outbox(session: Session, *, include_sent: bool = True) -> int:
+    return session.exec(_outbox_query(select(func.count()).select_from(Outbox),
+                                      include_sent)).one()
 
 
 def retry_failed(session: Session, desk: Desk) -> int:

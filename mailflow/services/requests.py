@@ -18,6 +18,7 @@ from mailflow.core.states import Action, Status, next_status
 from mailflow.desk import Desk
 from mailflow.errors import InsufficientCredits, InvalidTransition, MailflowError, NotFound
 from mailflow.models import Client, Entry, Inbound, Outbox, Quote, QuoteStatus, Request
+from mailflow.services import bounds
 from mailflow.services import credits as ledger
 from mailflow.services.clients import client_emails
 from mailflow.services.outbox import notify_staff, queue_message, quote_context
@@ -32,22 +33,33 @@ def new_token() -> str:
 
 
 def get_request(session: Session, request_id: int) -> Request:
-    request = session.get(Request, request_id)
+    request = session.get(Request, request_id) if bounds.is_row_id(request_id) else None
     if request is None:
         raise NotFound(f"request {request_id} not found")
     return request
 
 
-def _lock_request(session: Session, request_id: int) -> Request:
+def lock_request(session: Session, request_id: int) -> Request:
+    """Lock a request's row and read it afresh (DESIGN §4): every change of a
+    request's state — a decision, a quote, a cancellation — holds this lock, so
+    changes of one request are serialised across processes.  `populate_existing`
+    overwrites the copy this transaction may already hold (the identity map would
+    otherwise hand back the state read before the lock).  SQLite's BEGIN
+    IMMEDIATE admits one writer at a time; there the lock is that."""
     request = session.exec(select(Request).where(Request.id == request_id)
-                           .with_for_update()).first()
+                           .with_for_update().execution_options(populate_existing=True)).first() \
+        if bounds.is_row_id(request_id) else None
     if request is None:
         raise NotFound(f"request {request_id} not found")
     return request
 
 
-def current_quote(session: Session, request: Request) -> Quote | None:
-    return session.get(Quote, request.current_quote_id) if request.current_quote_id else None
+def current_quote(session: Session, request: Request, *, fresh: bool = False) -> Quote | None:
+    """The request's current quote; `fresh`: read again from the database (after
+    `lock_request`, quotes change only under the request's lock)."""
+    if not request.current_quote_id:
+        return None
+    return session.get(Quote, request.current_quote_id, populate_existing=fresh)
 
 
 def _move(desk: Desk, request: Request, action: Action) -> None:
@@ -114,13 +126,14 @@ def terms_from_task(desk: Desk, key: str, due: date, note: str | None) -> QuoteT
 def quote_request(session: Session, desk: Desk, *, request_id: int, terms: QuoteTerms,
                   actor: str = STAFF) -> Quote:
     """Send a quote; a re-quote voids the earlier one (its token stops working)."""
-    if terms.credits <= 0:
-        raise MailflowError("a quote needs a positive number of credits")
+    bounds.check_credits(terms.credits, maximum=desk.settings.credits.max_credits_per_quote,
+                         what="a quote", key="max_credits_per_quote")
     if terms.due < desk.today():
         raise MailflowError(f"due date {terms.due.isoformat()} is in the past")
-    request = _lock_request(session, request_id)
+    bounds.check_date(terms.due, today=desk.today(), what="due date", past=False)
+    request = lock_request(session, request_id)
     _move(desk, request, Action.QUOTE)
-    earlier = current_quote(session, request)
+    earlier = current_quote(session, request, fresh=True)
     if earlier is not None and earlier.status == QuoteStatus.OPEN:
         earlier.status = QuoteStatus.VOID
         session.add(earlier)
@@ -151,7 +164,7 @@ def quote_request(session: Session, desk: Desk, *, request_id: int, terms: Quote
 
 
 def _open_quote(session: Session, desk: Desk, request: Request) -> Quote:
-    quote = current_quote(session, request)
+    quote = current_quote(session, request, fresh=True)
     if quote is None or quote.status != QuoteStatus.OPEN:
         raise InvalidTransition(f"request {request.id} has no open quote")
     return quote
@@ -173,7 +186,7 @@ def approve_request(session: Session, desk: Desk, *, request_id: int, actor: str
                     in_reply_to: str | None = None, auto: bool = False) -> Request:
     """Take the quoted credits and move to approved, or raise `InsufficientCredits`
     having taken nothing.  The caller decides whether the shortfall is mailed."""
-    request = _lock_request(session, request_id)
+    request = lock_request(session, request_id)
     if Status(request.status) is not Status.QUOTED:
         next_status(Status(request.status), Action.APPROVE)  # raises with the reason
     quote = _open_quote(session, desk, request)
@@ -219,7 +232,7 @@ def queue_shortfall(session: Session, desk: Desk, *, request: Request,
 
 def reject_request(session: Session, desk: Desk, *, request_id: int, actor: str = STAFF,
                    in_reply_to: str | None = None, auto: bool = False) -> Request:
-    request = _lock_request(session, request_id)
+    request = lock_request(session, request_id)
     if Status(request.status) is not Status.QUOTED:
         next_status(Status(request.status), Action.REJECT)
     quote = _open_quote(session, desk, request)
@@ -239,7 +252,7 @@ def reject_request(session: Session, desk: Desk, *, request_id: int, actor: str 
 
 def complete_request(session: Session, desk: Desk, *, request_id: int, note: str | None = None,
                      actor: str = STAFF) -> Request:
-    request = _lock_request(session, request_id)
+    request = lock_request(session, request_id)
     _move(desk, request, Action.COMPLETE)
     session.add(request)
     client = session.get(Client, request.client_id)
@@ -252,10 +265,10 @@ def cancel_request(session: Session, desk: Desk, *, request_id: int, refund: boo
                    actor: str = STAFF) -> tuple[Request, int]:
     """Cancel an open request; with `refund`, an approved one's credits go back
     to the lots they came from.  Returns the request and the credits refunded."""
-    request = _lock_request(session, request_id)
+    request = lock_request(session, request_id)
     was = Status(request.status)
     _move(desk, request, Action.CANCEL)
-    quote = current_quote(session, request)
+    quote = current_quote(session, request, fresh=True)
     if quote is not None and quote.status == QuoteStatus.OPEN:
         quote.status = QuoteStatus.VOID
         session.add(quote)
@@ -275,9 +288,9 @@ def cancel_request(session: Session, desk: Desk, *, request_id: int, refund: boo
 
 
 def expire_quote(session: Session, desk: Desk, *, request_id: int) -> Request:
-    request = _lock_request(session, request_id)
+    request = lock_request(session, request_id)
     _move(desk, request, Action.EXPIRE)
-    quote = current_quote(session, request)
+    quote = current_quote(session, request, fresh=True)
     if quote is not None:
         quote.status = QuoteStatus.EXPIRED
         session.add(quote)

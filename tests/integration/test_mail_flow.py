@@ -129,13 +129,18 @@ def test_reply_approve_above_quoted_quote_with_both_words_approves_once(world):
     assert confirmation["X-Mailflow-Template"] == "client/approved"
     assert confirmation["In-Reply-To"].strip("<>") in answer.decode()
     assert "3 credits available" in body_of(confirmation)
-    # A second APPROVE (a new message) changes nothing and gets no answer.
+    # A second APPROVE (a new message) changes nothing and is told so, once a day:
+    # a third gets no answer (no mail ping-pong).
     before = len(world.smtp.messages)
-    world.deliver(reply(sender="a@acme.example", original_subject=quote["Subject"],
-                        original_body=text, original_id=quote["Message-ID"], answer="APPROVE"))
-    world.poll()
+    for _ in range(2):
+        world.deliver(reply(sender="a@acme.example", original_subject=quote["Subject"],
+                            original_body=text, original_id=quote["Message-ID"],
+                            answer="APPROVE"))
+        world.poll()
     assert world.debits(request_id) == [-2]
-    assert len(world.smtp.messages) == before
+    (note,) = world.smtp.messages[before:]
+    assert note.message()["X-Mailflow-Template"] == "client/already_answered"
+    assert "already approved" in body_of(note.message())
 
 
 def test_reply_reject(world):
