@@ -12,8 +12,9 @@ from decimal import Decimal
 from enum import StrEnum
 
 import sqlalchemy as sa
+from sqlalchemy.orm import relationship
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Field, Relationship, SQLModel
+from sqlmodel import Field, SQLModel
 
 from mailflow.core.ledger import EntryKind, LotKind
 from mailflow.core.states import Status
@@ -220,9 +221,6 @@ class Outbox(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime = _dt()
     sent_at: datetime | None = _dt(nullable=True)
-    # Loaded with the rows in one extra query, so a claimed row carries its files.
-    attachments: list[OutboxAttachment] = Relationship(
-        sa_relationship_kwargs={"lazy": "selectin", "order_by": "OutboxAttachment.id"})
 
     @property
     def recipients(self) -> list[str]:
@@ -262,6 +260,12 @@ class OutboxAttachment(SQLModel, table=True):
     filename: str = Field(max_length=255)
     content_type: str = Field(default="application/octet-stream", max_length=100)
     data: bytes = Field(sa_type=sa.LargeBinary)
+
+
+# `Outbox.attachments`: loaded with the rows in one extra query, so a row
+# claimed for sending carries its files after its transaction ended.
+Outbox.__mapper__.add_property("attachments", relationship(
+    OutboxAttachment, lazy="selectin", order_by=OutboxAttachment.id))
 
 
 class Invoice(SQLModel, table=True):
