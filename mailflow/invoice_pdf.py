@@ -193,7 +193,10 @@ def render_invoice_pdf(doc: InvoiceDocument) -> bytes:
     page = _Page(canvas)
     width, height = A4
     left, right = 50.0, width - 50.0
-    yen = (lambda amount: format_yen(amount, lang))
+
+    def yen(amount: int) -> str:
+        return format_yen(amount, lang)
+
     rate = percent(doc.tax_rate)
     basis = words["incl"] if doc.price_includes_tax else words["excl"]
 
