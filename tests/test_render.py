@@ -145,7 +145,7 @@ CONTEXTS: dict[str, dict] = {
     "client/payment_received": {"invoice": INVOICE, "billing": BILLING},
     "staff/invoice_issued": {"invoice": {**INVOICE, "status": "issued", "paid_on": None},
                              "billing": BILLING},
-    "staff/invoice_paid": {"invoice": INVOICE, "billing": BILLING},
+    "staff/invoice_paid": {"invoice": INVOICE, "billing": BILLING, "by": "Sato"},
     "staff/invoice_void": {"invoice": {**INVOICE, "status": "void", "paid_on": None,
                                        "void_reason": "ordered twice", "void_by": "Sato"},
                            "billing": BILLING},

@@ -263,7 +263,8 @@ def pay_invoice(session: Session, desk: Desk, *, number: str, on: date | None = 
     context = {"invoice": invoice_context(desk, invoice), "billing": _billing_context(desk)}
     queue_message(session, desk, template="client/payment_received",
                   to=_recipients(session, invoice), client=client, context=context)
-    notify_staff(session, desk, template="staff/invoice_paid", client=client, context=context)
+    notify_staff(session, desk, template="staff/invoice_paid", client=client,
+                 context={**context, "by": actor})
     return invoice
 
 
@@ -306,7 +307,8 @@ def record_purchase(session: Session, desk: Desk, *, client: Client, credits: in
     queue_message(session, desk, template="client/payment_received",
                   to=_recipients(session, invoice), client=client, context=context,
                   attachments=[invoice_file(invoice)])
-    notify_staff(session, desk, template="staff/invoice_paid", client=client, context=context)
+    notify_staff(session, desk, template="staff/invoice_paid", client=client,
+                 context={**context, "by": actor})
     return invoice
 
 
