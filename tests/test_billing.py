@@ -455,3 +455,16 @@ def test_report_month_must_be_year_and_month(engine, desk, month):
     with pytest.raises(MailflowError, match="is not YYYY-MM"):
         with transaction(engine) as session:
             billing.monthly_report(session, desk, month)
+
+
+# --- the schema ---------------------------------------------------------------------------
+
+
+def test_migration_creates_the_billing_tables_as_the_models_describe_them(engine):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []

@@ -125,6 +125,18 @@ def invoice_context(desk: Desk, invoice: Invoice) -> dict[str, Any]:
     }
 
 
+def invoice_row(desk: Desk, invoice: Invoice, client_name: str) -> dict[str, Any]:
+    """An invoice as a listing shows it (`invoices --json`); times in the agency's zone."""
+    return {"number": invoice.number, "client": client_name, "credits": invoice.credits,
+            "subtotal_yen": invoice.subtotal_yen, "tax_yen": invoice.tax_yen,
+            "total_yen": invoice.total_yen, "status": InvoiceStatus(invoice.status).value,
+            "issued_at": invoice.issued_at.astimezone(desk.tz),
+            "paid_at": invoice.paid_at.astimezone(desk.tz) if invoice.paid_at else None,
+            "due": invoice.due, "tax_rate": str(invoice.tax_rate),
+            "price_includes_tax": invoice.price_includes_tax, "requester": invoice.requester,
+            "void_reason": invoice.void_reason}
+
+
 def _billing_context(desk: Desk) -> dict[str, Any]:
     billing = desk.settings.billing
     return {"issuer": billing.issuer, "registration_number": billing.registration_number,
