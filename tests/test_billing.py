@@ -21,6 +21,7 @@ from mailflow.models import Request as RequestRow
 from mailflow.services import billing
 from mailflow.services import credits as ledger
 from mailflow.services.clients import add_client
+from mailflow.services.outbox import queue_message
 
 STAFF = "staff@agency.example"
 
@@ -117,6 +118,30 @@ def test_bad_quantity_gets_a_reason_and_no_invoice_and_no_number(engine, desk, q
     assert caught.value.problem is problem and str(caught.value)
     assert invoices(engine) == [] and outbox(engine) == []
     assert issue(engine, desk, client, message_id="buy.2@x").number == "INV-2026-0001"
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+@pytest.mark.parametrize(("quantity", "said"), [
+    pytest.param("1.5", {"ja": "1クレジット単位", "en": "whole numbers (you wrote 1.5)"},
+                 id="fraction"),
+    pytest.param("0", {"ja": "1クレジット以上", "en": "1 credit or more (you wrote 0)"},
+                 id="zero"),
+    pytest.param("500", {"ja": "100クレジットまで", "en": "at most 100 credits"}, id="too-many"),
+    pytest.param("a few", {"ja": "読み取ることができませんでした", "en": "could not read"},
+                 id="no-number"),
+])
+def test_a_refused_order_gets_an_answer_that_says_why(engine, desk, lang, quantity, said):
+    client = make_client(engine, desk, lang=lang)
+    with pytest.raises(billing.InvalidOrder) as caught:
+        issue(engine, desk, client, credits=quantity)
+    with transaction(engine) as session:
+        row = queue_message(session, desk, template="client/order_refused",
+                            to=["hanako@sakura.example"], client=client,
+                            context=billing.refused_order_context(desk, quantity, caught.value))
+    assert said[lang] in row.body_text
+    assert {"ja": "8,000円（税抜）", "en": "8,000 yen (excl. tax)"}[lang] in row.body_text
+    assert {"ja": "請求書はまだ発行しておりません", "en": "No invoice has been issued"}[lang] \
+        in row.body_text
 
 
 def test_deactivated_client_is_refused_and_no_number_is_used(engine, desk):

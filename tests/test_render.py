@@ -24,6 +24,7 @@ CLIENT_TEMPLATES = (
     "ack", "quote", "approved", "rejected", "insufficient_credits", "ambiguous_reply",
     "not_authorised", "balance", "completed", "cancelled", "quote_expired",
     "credits_expiring", "digest", "unknown_sender", "invoice", "payment_received",
+    "order_refused",
 )
 STAFF_TEMPLATES = ("new_request", "comment", "held", "failed", "bounce", "reminder", "answered",
                    "mailbox_login", "invoice_issued", "invoice_paid", "invoice_void")
@@ -143,6 +144,9 @@ CONTEXTS: dict[str, dict] = {
     "client/invoice": {"invoice": {**INVOICE, "status": "issued", "paid_on": None},
                        "billing": BILLING},
     "client/payment_received": {"invoice": INVOICE, "billing": BILLING},
+    "client/order_refused": {"order": {"text": "1.5", "problem": "not_whole",
+                                       "max_credits": 100},
+                             "price": {"unit_yen": 8000, "includes_tax": False}},
     "staff/invoice_issued": {"invoice": {**INVOICE, "status": "issued", "paid_on": None},
                              "billing": BILLING},
     "staff/invoice_paid": {"invoice": INVOICE, "billing": BILLING, "by": "Sato"},
@@ -153,8 +157,8 @@ CONTEXTS: dict[str, dict] = {
 WITHOUT_REQUEST = {"client/balance", "client/credits_expiring", "client/digest",
                    "client/unknown_sender", "staff/held", "staff/failed", "staff/bounce",
                    "staff/reminder", "staff/mailbox_login", "client/invoice",
-                   "client/payment_received", "staff/invoice_issued", "staff/invoice_paid",
-                   "staff/invoice_void"}
+                   "client/payment_received", "client/order_refused", "staff/invoice_issued",
+                   "staff/invoice_paid", "staff/invoice_void"}
 CASES = [pytest.param(name, lang, id=f"{lang}-{name}") for lang in ("en", "ja") for name in NAMES]
 
 

@@ -229,6 +229,14 @@ def issue_invoice(session: Session, desk: Desk, *, client: Client, credits: str 
     return invoice
 
 
+def refused_order_context(desk: Desk, quantity: str | int, error: InvalidOrder) -> dict[str, Any]:
+    """What `client/order_refused` says about a `BUY n` that made no invoice."""
+    return {"order": {"text": str(quantity), "problem": error.problem.value,
+                      "max_credits": desk.settings.billing.max_credits_per_order},
+            "price": {"unit_yen": desk.settings.credits.price_yen,
+                      "includes_tax": desk.settings.billing.price_includes_tax}}
+
+
 # -- paying and voiding -------------------------------------------------------------------
 
 
