@@ -8,6 +8,7 @@ environment variable that holds them (`password_env`).
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailflow.core.billing import Rounding, registration_problem
 from mailflow.errors import ConfigError
 
 DEFAULT_PATHS = ("mailflow.yaml", "config.yaml")
@@ -261,6 +263,38 @@ class ScheduleSettings(_Section):
         return value
 
 
+class BillingSettings(_Section):
+    """The issuer's details printed on every invoice (適格請求書) and how tax is computed."""
+
+    issuer: str = Field("Example Co., Ltd.", min_length=1)
+    registration_number: str = "T9234567890123"
+    address: str = "1-2-3 Example-cho, Chiyoda-ku, Tokyo 100-0000"
+    payment_terms_days: int = Field(30, ge=0, le=365)
+    tax_rate: Decimal = Field(Decimal("0.10"), ge=0, lt=1)
+    price_includes_tax: bool = False
+    rounding: Rounding = Rounding.FLOOR
+    bank_account: str = "Example Bank, Head Office, ordinary 1234567, Example Co., Ltd."
+    max_credits_per_order: int = Field(100, ge=1, le=10000)
+
+    @field_validator("registration_number")
+    @classmethod
+    def _registration_number(cls, value: str) -> str:
+        problem = registration_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("tax_rate", mode="before")
+    @classmethod
+    def _exact_rate(cls, value):
+        # YAML reads 0.10 as a float; its decimal text is what the agency wrote.
+        if isinstance(value, float):
+            return Decimal(repr(value))
+        if isinstance(value, bool):
+            raise ValueError("must be a rate like 0.10")
+        return value
+
+
 DEFAULT_CATALOG = (
     CatalogItem(key="banner", credits=1, title="Add or replace images or banners (up to 3)",
                 title_ja="画像・バナーの追加・差し替え（3点まで）"),
@@ -309,6 +343,7 @@ class Settings(_Section):
     staff: StaffSettings = StaffSettings()
     policy: PolicySettings = PolicySettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    billing: BillingSettings = BillingSettings()
     templates_dir: str | None = None
     language: Literal["en", "ja"] = "en"
 

@@ -8,9 +8,11 @@ balances are derived from it.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from enum import StrEnum
 
 import sqlalchemy as sa
+from sqlalchemy.orm import relationship
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -35,6 +37,19 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+class DecimalText(TypeDecorator):
+    """An exact decimal (a tax rate) stored as its text: no float on either database."""
+
+    impl = sa.String(12)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect) -> str | None:
+        return None if value is None else str(Decimal(value))
+
+    def process_result_value(self, value: str | None, dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
 def _dt(*, nullable: bool = False, index: bool = False):
     return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
 
@@ -54,6 +69,12 @@ class OutboxStatus(StrEnum):
     FAILED = "failed"
     BOUNCED = "bounced"
     SUPPRESSED = "suppressed"  # an automatic answer over the per-address hourly limit
+
+
+class InvoiceStatus(StrEnum):
+    ISSUED = "issued"
+    PAID = "paid"
+    VOID = "void"
 
 
 class InboundStatus(StrEnum):
@@ -227,3 +248,70 @@ class JobRun(SQLModel, table=True):
     job: str = Field(max_length=40)
     period: str = Field(max_length=40)
     ran_at: datetime = _dt()
+
+
+class OutboxAttachment(SQLModel, table=True):
+    """A file sent with an outgoing message (an invoice PDF)."""
+
+    __tablename__ = "outbox_attachment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    outbox_id: int = Field(foreign_key="outbox.id", index=True)
+    filename: str = Field(max_length=255)
+    content_type: str = Field(default="application/octet-stream", max_length=100)
+    data: bytes = Field(sa_type=sa.LargeBinary)
+
+
+# `Outbox.attachments`: loaded with the rows in one extra query, so a row
+# claimed for sending carries its files after its transaction ended.
+Outbox.__mapper__.add_property("attachments", relationship(
+    OutboxAttachment, lazy="selectin", order_by=OutboxAttachment.id))
+
+
+class Invoice(SQLModel, table=True):
+    """Credits bought: a qualified invoice (適格請求書), numbered from a gapless
+    yearly sequence.  `issued` → `paid` (the purchase lot is created then) or `void`.
+
+    The PDF is kept as issued: the document the client received, whatever the
+    config says later (an issuer must keep copies of its invoices)."""
+
+    __table_args__ = (sa.UniqueConstraint("year", "seq", name="uq_invoice_year_seq"),
+                      sa.Index("ix_invoice_client_status", "client_id", "status"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=20, sa_column_kwargs={"unique": True})
+    year: int
+    seq: int
+    client_id: int = Field(foreign_key="client.id")
+    requester: str | None = Field(default=None, max_length=320)
+    credits: int
+    unit_price_yen: int
+    tax_rate: Decimal = Field(sa_type=DecimalText)
+    price_includes_tax: bool = False
+    subtotal_yen: int  # excluding tax
+    tax_yen: int
+    total_yen: int  # including tax
+    status: InvoiceStatus = Field(default=InvoiceStatus.ISSUED, sa_type=sa.String(8),
+                                  index=True)
+    issued_at: datetime = _dt(index=True)
+    due: date
+    paid_at: datetime | None = _dt(nullable=True, index=True)
+    lot_id: int | None = Field(default=None, foreign_key="lot.id")
+    void_reason: str | None = None
+    void_by: str | None = Field(default=None, max_length=320)
+    voided_at: datetime | None = _dt(nullable=True)
+    actor: str = Field(default="staff", max_length=320)
+    # The Message-ID of the BUY mail: the same mail twice makes one invoice.
+    source_message_id: str | None = Field(default=None, max_length=255,
+                                          sa_column_kwargs={"unique": True})
+    pdf: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+
+
+class InvoiceSequence(SQLModel, table=True):
+    """The last invoice number of each year.  Incremented under its row lock in
+    the transaction that inserts the invoice: a rollback gives the number back."""
+
+    __tablename__ = "invoice_sequence"
+
+    year: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    last: int = 0

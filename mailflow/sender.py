@@ -35,6 +35,7 @@ from mailflow.adapters.smtp_out import (
     SendError,
     SmtpConnection,
     ascii_address,
+    with_attachments,
 )
 from mailflow.db import create_db_engine, transaction
 from mailflow.desk import Desk
@@ -120,6 +121,8 @@ def build_email(desk: Desk, row: Outbox) -> Message:
         message.attach(_text_part(row.body_html, "html"))
     else:
         message = _text_part(row.body_text, "plain")
+    message = with_attachments(message, [(a.filename, a.content_type, a.data)
+                                         for a in row.attachments])
     message["From"] = _mailbox(mailbox.display_name, mailbox.address)
     message["To"] = _address_list(row.recipients)
     message["Subject"] = _header(row.subject, "Subject")

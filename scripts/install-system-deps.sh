@@ -41,6 +41,16 @@ if ! command -v dovecot >/dev/null 2>&1; then
 fi
 echo "install-system-deps: dovecot $(dovecot --version)"
 
+# poppler-utils (pdftoppm) renders an invoice PDF to PNG in the tests; poppler-data
+# and the IPA fonts give it the Japanese glyphs a PDF reader supplies for the
+# non-embedded CID fonts (HeiseiMin, HeiseiKakuGo).
+if ! command -v pdftoppm >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi "IPA"; then
+    echo "install-system-deps: installing poppler-utils poppler-data fonts-ipafont"
+    apt-get update
+    apt-get install -y poppler-utils poppler-data fonts-ipafont-gothic fonts-ipafont-mincho
+fi
+echo "install-system-deps: $(pdftoppm -v 2>&1 | head -n 1)"
+
 if ! command -v pg_isready >/dev/null 2>&1; then
     echo "install-system-deps: PostgreSQL is not installed; the tests marked 'postgres'" \
          "need a server on 127.0.0.1:5432 (apt-get install postgresql)" >&2

@@ -55,7 +55,9 @@ def test_new_user_walkthrough(run):
     assert shown["status"] == "approved" and shown["credits"] == 4
     assert {"id", "status", "client", "subject", "credits", "due", "messages"} <= shown.keys()
     mails = as_json(run("outbox", "--json"))
-    client_mail = [m for m in mails if m["to"] == "a@acme.example"]
+    receipts = [m for m in mails if m["template"] == "client/payment_received"]
+    assert len(receipts) == 2  # one per `credits buy`, each with its paid invoice
+    client_mail = [m for m in mails if m["to"] == "a@acme.example" and m["request"]]
     assert [m["subject"].split()[1] for m in client_mail] == ["Received:", "Quote:", "Approved:"]
     balances = [int(m["body"].rsplit(" credits available", 1)[0].rsplit(" ", 1)[-1])
                 for m in client_mail]

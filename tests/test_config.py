@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import types
 import typing
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,24 @@ BAD_CONFIGS = [
     pytest.param("smtp:\n  username: desk\n  oauth2: {provider: microsoft, client_id: c}\n",
                  "smtp.auth: is password, but oauth2.provider is set",
                  id="smtp-oauth2-section-with-password-auth"),
+    pytest.param('billing:\n  registration_number: "T1234567890123"\n',
+                 "billing.registration_number: check digit is wrong", id="registration-check-digit"),
+    pytest.param('billing:\n  registration_number: "1234567890123"\n',
+                 "billing.registration_number: must be T followed by 13 digits",
+                 id="registration-without-t"),
+    pytest.param("billing:\n  registration_number: T92345678901\n",
+                 "billing.registration_number: must be T followed by 13 digits",
+                 id="registration-too-short"),
+    pytest.param("billing:\n  tax_rate: 10\n", "billing.tax_rate:", id="tax-rate-as-percent"),
+    pytest.param("billing:\n  tax_rate: -0.1\n", "billing.tax_rate:", id="negative-tax-rate"),
+    pytest.param("billing:\n  tax_rate: yes\n", "billing.tax_rate:", id="tax-rate-bool"),
+    pytest.param("billing:\n  rounding: bankers\n", "billing.rounding:", id="bad-rounding"),
+    pytest.param("billing:\n  payment_terms_days: -1\n", "billing.payment_terms_days:",
+                 id="negative-payment-terms"),
+    pytest.param("billing:\n  max_credits_per_order: 0\n", "billing.max_credits_per_order:",
+                 id="zero-max-order"),
+    pytest.param('billing:\n  issuer: ""\n', "billing.issuer:", id="empty-issuer"),
+    pytest.param("billing:\n  bank: x\n", "billing.bank: unknown key", id="unknown-billing-key"),
     pytest.param('"colour\\nscheme": blue\n', "colour\\nscheme: unknown key",
                  id="line-break-in-key"),
     pytest.param("- smtp\n- imap\n", "top level must be a mapping", id="top-level-list"),
@@ -319,6 +338,14 @@ GOOD_CONFIGS = [
     pytest.param("language: ja\ntimezone: Asia/Tokyo\n",
                  {"language": "ja", "timezone": "Asia/Tokyo"}, id="japanese"),
     pytest.param("catalog: []\n", {"catalog": ()}, id="empty-catalog"),
+    pytest.param("billing: {tax_rate: 0.08, rounding: round, price_includes_tax: true}\n",
+                 {"billing.tax_rate": Decimal("0.08"), "billing.rounding": "round",
+                  "billing.price_includes_tax": True}, id="reduced-rate-tax-included"),
+    pytest.param('billing: {registration_number: "T7000012050002", issuer: 株式会社エグザンプル}\n',
+                 {"billing.registration_number": "T7000012050002",
+                  "billing.issuer": "株式会社エグザンプル"}, id="real-registration-number"),
+    pytest.param("billing: {tax_rate: 0}\n", {"billing.tax_rate": Decimal("0")},
+                 id="tax-exempt"),
     pytest.param('credits: {subject_tag: "#{id}"}\n', {"credits.subject_tag": "#{id}"},
                  id="custom-subject-tag"),
     pytest.param("database_url: sqlite:////var/lib/mailflow/mailflow.db\nmailbox:\n  imap:\n"

@@ -23,13 +23,14 @@ from mailflow.render import (
 CLIENT_TEMPLATES = (
     "ack", "quote", "approved", "rejected", "insufficient_credits", "ambiguous_reply",
     "not_authorised", "balance", "completed", "cancelled", "quote_expired",
-    "credits_expiring", "digest", "unknown_sender", "already_answered",
+    "credits_expiring", "digest", "unknown_sender", "already_answered", "invoice",
+    "payment_received", "order_refused",
 )
 STAFF_TEMPLATES = ("new_request", "comment", "held", "failed", "bounce", "reminder", "answered",
-                   "mailbox_login")
+                   "mailbox_login", "invoice_issued", "invoice_paid", "invoice_void")
 NAMES = [f"client/{n}" for n in CLIENT_TEMPLATES] + [f"staff/{n}" for n in STAFF_TEMPLATES]
 PARTIALS = ("_balance_footer.txt.j2", "_balance_footer.html.j2", "_greeting.txt.j2",
-            "_signature.txt.j2", "_layout.html.j2", "_labels.j2")
+            "_signature.txt.j2", "_layout.html.j2", "_labels.j2", "_billing.j2")
 HTML_ALTERNATIVES = ("client/ack", "client/quote", "client/balance", "client/digest")
 
 HOSTILE = "<script>alert(1)</script>\r\nBcc: victim@example.net"
@@ -60,6 +61,16 @@ BASE = {
     "balance": BALANCE,
     "now": NOW,
 }
+INVOICE = {
+    "number": "INV-2026-0007", "credits": 5, "unit_price_yen": 8000, "subtotal_yen": 40000,
+    "tax_yen": 4000, "total_yen": 44000, "rate": "10", "basis": "excl",
+    "issued_on": date(2026, 4, 1), "due": date(2026, 5, 1), "paid_on": date(2026, 4, 3),
+    "requester": "hanako@client.example", "status": "paid", "void_reason": None,
+    "void_by": None, "actor": "hanako@client.example",
+}
+BILLING = {"issuer": "Example Co., Ltd.", "registration_number": "T9234567890123",
+           "bank_account": "Example Bank, Head Office\nordinary 1234567",
+           "payment_terms_days": 30}
 ITEM = {"tag": "[REQ-12]", "subject": "Replace the spring banner", "status": "approved",
         "credits": 2, "due": date(2026, 4, 10)}
 
@@ -132,10 +143,24 @@ CONTEXTS: dict[str, dict] = {
                             "provider": "microsoft", "command": "mailflow mailbox login",
                             "reason": "mailbox.imap: the OAuth2 sign-in … (invalid_grant)",
                             "balance": None, "client": None},
+    "client/invoice": {"invoice": {**INVOICE, "status": "issued", "paid_on": None},
+                       "billing": BILLING},
+    "client/payment_received": {"invoice": INVOICE, "billing": BILLING},
+    "client/order_refused": {"order": {"text": "1.5", "problem": "not_whole",
+                                       "max_credits": 100},
+                             "price": {"unit_yen": 8000, "includes_tax": False}},
+    "staff/invoice_issued": {"invoice": {**INVOICE, "status": "issued", "paid_on": None},
+                             "billing": BILLING},
+    "staff/invoice_paid": {"invoice": INVOICE, "billing": BILLING, "by": "Sato"},
+    "staff/invoice_void": {"invoice": {**INVOICE, "status": "void", "paid_on": None,
+                                       "void_reason": "ordered twice", "void_by": "Sato"},
+                           "billing": BILLING},
 }
 WITHOUT_REQUEST = {"client/balance", "client/credits_expiring", "client/digest",
                    "client/unknown_sender", "staff/held", "staff/failed", "staff/bounce",
-                   "staff/reminder", "staff/mailbox_login"}
+                   "staff/reminder", "staff/mailbox_login", "client/invoice",
+                   "client/payment_received", "client/order_refused", "staff/invoice_issued",
+                   "staff/invoice_paid", "staff/invoice_void"}
 CASES = [pytest.param(name, lang, id=f"{lang}-{name}") for lang in ("en", "ja") for name in NAMES]
 
 

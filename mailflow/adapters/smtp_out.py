@@ -25,8 +25,11 @@ import logging
 import smtplib
 import ssl
 from collections.abc import Sequence
+from email import encoders
 from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
 from email.policy import EmailPolicy
 from typing import TYPE_CHECKING, Literal
 
@@ -106,6 +109,27 @@ def _flatten(message: Message, international: bool) -> bytes:
     with io.BytesIO() as out:
         BytesGenerator(out, policy=policy).flatten(message, linesep="\r\n")
         return out.getvalue()
+
+
+def with_attachments(body: Message, files: Sequence[tuple[str, str, bytes]]) -> Message:
+    """`body` (a text part or multipart/alternative) followed by FILES
+    (filename, content type, bytes) in a multipart/mixed; `body` itself when
+    there are none.  Files are base64; a non-ASCII filename is RFC 2231-encoded."""
+    if not files:
+        return body
+    mixed = MIMEMultipart("mixed")
+    mixed.attach(body)
+    for filename, content_type, data in files:
+        maintype, _, subtype = content_type.partition("/")
+        if not (maintype and subtype):
+            maintype, subtype = "application", "octet-stream"
+        part = MIMEBase(maintype, subtype)
+        part.set_payload(data)
+        encoders.encode_base64(part)
+        name = filename if filename.isascii() else ("utf-8", "", filename)
+        part.add_header("Content-Disposition", "attachment", filename=name)
+        mixed.attach(part)
+    return mixed
 
 
 class SmtpConnection:

@@ -12,6 +12,7 @@ The package, one module per command group:
     requests.py   request new, requests, show, quote, approve, reject, complete, cancel
     clients.py    clients add|list|show|edit|import, clients address add|remove
     credits.py    credits grant|buy|adjust, balance
+    billing.py    invoices, paid, invoice void, report
     mail.py       poll, outbox, serve
     mailbox.py    mailbox login|check (OAuth2 sign-in, log-in checks)
     inbound.py    inbound failed|retry
@@ -62,16 +63,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "Send the balance digests due now (schedule.digest_cron), or preview them."),
     "inbound": ("mailflow.cli.inbound:inbound",
                 "Messages that could not be processed: list them, run one again."),
+    "invoice": ("mailflow.cli.billing:invoice_group",
+                "Change one invoice: invoice void INVOICE --reason T."),
+    "invoices": ("mailflow.cli.billing:invoices", "Invoices for credits bought, oldest first."),
     "jobs": ("mailflow.cli.jobs:jobs_group",
              "Scheduled jobs: allotment, expiry, quotes, reminders, digest."),
     "mailbox": ("mailflow.cli.mailbox:mailbox",
                 "Sign in to a hosted mailbox (OAuth2) and check the IMAP and SMTP log-ins."),
     "outbox": ("mailflow.cli.mail:outbox", "Pending and failed outgoing mail."),
+    "paid": ("mailflow.cli.billing:paid",
+             "Record an invoice's payment: its credits are added and the client gets a receipt."),
     "poll": ("mailflow.cli.mail:poll",
              "Fetch and process new mail from the IMAP folder, send the outbox, exit."),
     "quote": ("mailflow.cli.requests:quote",
               "Quote a request: mailflow quote 12 --credits 2 --due 2026-12-10"),
     "reject": ("mailflow.cli.requests:reject", "Record the client's rejection (given by phone)."),
+    "report": ("mailflow.cli.billing:report",
+               "Per client for a month: credits granted, bought, used, expired;"
+               " yen invoiced and paid."),
     "request": ("mailflow.cli.requests:request_group",
                 "Log a request that came by phone or chat."),
     "requests": ("mailflow.cli.requests:requests_list",

@@ -47,18 +47,41 @@ def credits_grant(app: App, client_ref: str, amount: int, on: datetime | None,
 @click.argument("amount", type=click.IntRange(min=1), metavar="N")
 @click.option("--on", "on", type=DATE, help="Purchase date YYYY-MM-DD (default today; up to "
               "ten years back, never later than today).")
-@click.option("--note", help="Invoice number or similar.")
+@click.option("--no-invoice", is_flag=True,
+              help="Only add the lot (importing balances): no invoice, no mail.")
+@click.option("--note", help="With --no-invoice: where the purchase came from.")
 @json_option
 @pass_app
-def credits_buy(app: App, client_ref: str, amount: int, on: datetime | None, note: str | None,
-                as_json: bool) -> None:
-    """Record a purchase of N credits (never expire; the price in yen is recorded).
+def credits_buy(app: App, client_ref: str, amount: int, on: datetime | None, no_invoice: bool,
+                note: str | None, as_json: bool) -> None:
+    """Record a purchase of N credits (never expire): an invoice marked paid, and
+    the client gets a receipt with the invoice PDF.
 
     \b
-    mailflow credits buy Acme 3                  # 3 x credits.price_yen recorded
-    mailflow credits buy a@acme.example 10 --on 2026-11-01 --note "invoice 2026-118"
+    mailflow credits buy Acme 3                  # invoice INV-…, 3 credits, receipt mailed
+    mailflow credits buy a@acme.example 10 --on 2026-11-01 --no-invoice --note "old system"
     """
-    _add_lot(app, client_ref, LotKind.PURCHASE, amount, on, None, False, note, as_json)
+    if no_invoice:
+        _add_lot(app, client_ref, LotKind.PURCHASE, amount, on, None, False, note, as_json)
+        return
+    if note:
+        raise click.UsageError("--note goes with --no-invoice (an invoice names itself)")
+    from mailflow.services import billing
+    from mailflow.services import clients as client_service
+    from mailflow.services import credits as ledger
+
+    with app.session() as session:
+        client = client_service.find_client(session, client_ref)
+        invoice = billing.record_purchase(session, app.desk, client=client, credits=amount,
+                                          on=on.date() if on else None)
+        available = ledger.balance(session, app.desk, client.id).available
+        row = billing.invoice_row(app.desk, invoice, client.name)
+    if as_json:
+        emit_json({**row, "lot": invoice.lot_id, "available": available})
+        return
+    click.echo(f"{client.name}: bought {amount} credit{'s' * (amount != 1)} (never expire), invoice"
+               f" {invoice.number} paid, {invoice.total_yen:,} yen incl. tax;"
+               f" available now {available}")
 
 
 @credits.command("adjust", context_settings={"ignore_unknown_options": True})

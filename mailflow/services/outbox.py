@@ -8,7 +8,8 @@ records without sending (DESIGN §4).  Sending happens after commit, elsewhere.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -17,8 +18,17 @@ from sqlmodel import Session, select
 
 from mailflow.core.ledger import summarise
 from mailflow.desk import Desk
-from mailflow.models import Client, Inbound, Outbox, OutboxStatus, Quote, Request
+from mailflow.models import Client, Inbound, Outbox, OutboxAttachment, OutboxStatus, Quote, Request
 from mailflow.services import credits as ledger
+
+
+@dataclass(frozen=True)
+class FileToSend:
+    """A file attached to an outgoing message."""
+
+    filename: str
+    content_type: str
+    data: bytes
 
 
 def new_message_id(desk: Desk) -> str:
@@ -73,7 +83,8 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
                   context: Mapping[str, Any], client: Client | None = None,
                   request: Request | None = None, auto: bool = False,
                   in_reply_to: str | None = None, lang: str | None = None,
-                  reply_to: str | None = None, thread: bool = True) -> Outbox:
+                  reply_to: str | None = None, thread: bool = True,
+                  attachments: Sequence[FileToSend] = ()) -> Outbox:
     """Render `template` for `to` and write it to the outbox; returns the row.
 
     The balance footer shows the client's balance as it stands in this
@@ -110,6 +121,9 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
                  in_reply_to=parent, references=" ".join(references[-20:]) or None,
                  reply_to=reply_to, auto=auto, status=status,
                  next_attempt_at=desk.now(), created_at=desk.now())
+    for file in attachments:
+        row.attachments.append(OutboxAttachment(filename=file.filename,
+                                                content_type=file.content_type, data=file.data))
     session.add(row)
     session.flush()
     return row
