@@ -227,3 +227,14 @@ class JobRun(SQLModel, table=True):
     job: str = Field(max_length=40)
     period: str = Field(max_length=40)
     ran_at: datetime = _dt()
+
+
+class ClientMailState(SQLModel, table=True):
+    """Per client, what its periodic mail already said: the end of the period
+    its last digest covered, and whether it was told its balance is low."""
+
+    __tablename__ = "client_mail_state"
+
+    client_id: int = Field(foreign_key="client.id", primary_key=True)
+    digest_through: datetime | None = _dt(nullable=True)
+    low_balance_at: datetime | None = _dt(nullable=True)  # set while the balance stays low

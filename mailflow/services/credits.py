@@ -27,7 +27,7 @@ from mailflow.core.ledger import (
 )
 from mailflow.desk import Desk
 from mailflow.errors import InsufficientCredits, MailflowError
-from mailflow.models import Client, Entry, Lot, Request
+from mailflow.models import Client, ClientMailState, Entry, Lot, Request
 
 
 def lock_client(session: Session, client_id: int) -> Client:
@@ -108,6 +108,7 @@ def add_lot(session: Session, desk: Desk, *, client: Client, kind: LotKind, cred
     session.flush()
     forget_lots(session, client.id)
     sweep_expired(session, desk, client.id)
+    clear_low_balance(session, desk, client.id)
     return lot
 
 
@@ -115,7 +116,7 @@ def debit(session: Session, desk: Desk, *, client_id: int, credits: int, request
           actor: str, note: str | None = None) -> tuple[Draw, ...]:
     """Take `credits` for a request, soonest-expiring lots first — all or nothing."""
     lock_client(session, client_id)
-    sweep_expired(session, desk, client_id)
+    sweep_expired(session, desk, client_id, notify=False)  # the debit's caller checks
     now = desk.now()
     allocation = allocate_debit(lot_balances(session, client_id), credits, now)
     if not allocation.ok:
@@ -180,14 +181,18 @@ def refund(session: Session, desk: Desk, *, client_id: int, request_id: int, act
             expired.append((draw.credits, expires_at))
     session.flush()
     forget_lots(session, client_id)
+    clear_low_balance(session, desk, client_id)
     return Refund(credits=sum(draw.credits for draw in draws),
                   written_off=sum(credits for credits, _ in expired), expired=tuple(expired))
 
 
-def sweep_expired(session: Session, desk: Desk, client_id: int | None = None) -> int:
+def sweep_expired(session: Session, desk: Desk, client_id: int | None = None, *,
+                  notify: bool = True) -> int:
     """Write `expiry` entries for the remainders of expired lots; returns credits written off.
 
-    Idempotent: a swept lot has nothing left, so a second sweep writes nothing."""
+    Idempotent: a swept lot has nothing left, so a second sweep writes nothing.
+    A client whose balance an expiry leaves low gets the low-balance notice
+    (`notify=False`: the caller checks, after the debit it sweeps for)."""
     now = desk.now()
     clients = [client_id] if client_id is not None else list(session.exec(
         select(Lot.client_id).where(Lot.expires_at <= now).distinct()
@@ -200,14 +205,34 @@ def sweep_expired(session: Session, desk: Desk, client_id: int | None = None) ->
             lock_client(session, cid)
         lots = lot_balances(session, cid)
         expires = {lot.lot_id: lot.expires_at for lot in lots}
+        written = 0
         for draw in expired_remainders(lots, now):
             session.add(Entry(client_id=cid, lot_id=draw.lot_id, delta=-draw.credits,
                               kind=EntryKind.EXPIRY, actor="system", at=expires[draw.lot_id],
                               note="expired"))
-            total += draw.credits
+            written += draw.credits
             forget_lots(session, cid)
+        total += written
+        if written and notify:
+            session.flush()
+            # The notice writes mail (services.outbox, which reads this module).
+            from mailflow.services.low_balance import check_low_balance
+
+            check_low_balance(session, desk, cid)
     session.flush()
     return total
+
+
+def clear_low_balance(session: Session, desk: Desk, client_id: int) -> None:
+    """After credits came in: a client back above `policy.low_balance_credits`
+    may be told again the next time its balance falls low."""
+    state = session.get(ClientMailState, client_id)
+    if state is None or state.low_balance_at is None:
+        return
+    if balance(session, desk, client_id).available > desk.settings.policy.low_balance_credits:
+        state.low_balance_at = None
+        session.add(state)
+        session.flush()
 
 
 def recent_entries(session: Session, client_id: int, limit: int = 20) -> list[Entry]:

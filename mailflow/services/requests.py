@@ -22,6 +22,7 @@ from mailflow.errors import InsufficientCredits, InvalidTransition, MailflowErro
 from mailflow.models import Client, Entry, Inbound, Outbox, Quote, QuoteStatus, Request
 from mailflow.services import credits as ledger
 from mailflow.services.clients import client_emails
+from mailflow.services.low_balance import check_low_balance
 from mailflow.services.outbox import notify_staff, price_context, queue_message, quote_context
 
 STAFF = "staff"
@@ -246,6 +247,7 @@ def approve_request(session: Session, desk: Desk, *, request_id: int, actor: str
         notify_staff(session, desk, template="staff/answered", client=client, request=request,
                      context={"quote": quote_context(desk, quote), "answer": "approved",
                               "by": actor})
+    check_low_balance(session, desk, request.client_id)
     return request
 
 
