@@ -56,6 +56,9 @@ def test_new_user_walkthrough(run):
     assert {"id", "status", "client", "subject", "credits", "due", "messages"} <= shown.keys()
     mails = as_json(run("outbox", "--json"))
     client_mail = [m for m in mails if m["to"] == "a@acme.example"]
+    # Approval left 0 credits (policy.low_balance_credits: 2): one low-balance notice.
+    assert [m["template"] for m in client_mail][-1] == "client/low_balance"
+    client_mail = client_mail[:-1]
     assert [m["subject"].split()[1] for m in client_mail] == ["Received:", "Quote:", "Approved:"]
     balances = [int(m["body"].rsplit(" credits available", 1)[0].rsplit(" ", 1)[-1])
                 for m in client_mail]

@@ -141,9 +141,10 @@ def _starts(session: Session, clients: Sequence[Client]) -> dict[int, datetime]:
     """Where each client's period starts: the end of its previous digest, or
     its creation — one query."""
     ids = [client.id for client in clients]
-    through = dict(session.exec(select(ClientMailState.client_id, ClientMailState.digest_through)
-                                .where(ClientMailState.client_id.in_(ids),
-                                       ClientMailState.digest_through.is_not(None))))
+    rows = session.exec(select(ClientMailState.client_id, ClientMailState.digest_through)
+                        .where(ClientMailState.client_id.in_(ids),
+                               ClientMailState.digest_through.is_not(None)))
+    through = {client_id: at for client_id, at in rows}
     return {client.id: through.get(client.id) or client.created_at for client in clients}
 
 

@@ -107,7 +107,9 @@ def add_lot(session: Session, desk: Desk, *, client: Client, kind: LotKind, cred
                       actor=actor, at=granted_at, note=note or f"{kind.value} lot"))
     session.flush()
     forget_lots(session, client.id)
-    sweep_expired(session, desk, client.id)
+    # Credits came in: no low-balance notice here (an imported balance that is
+    # already expired is history, not news).
+    sweep_expired(session, desk, client.id, notify=False)
     clear_low_balance(session, desk, client.id)
     return lot
 
