@@ -11,6 +11,7 @@ for docs/mails.md, and read the diff.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,18 @@ def test_no_golden_file_without_a_sample():
     found = {p.relative_to(GOLDEN).as_posix().rsplit(".", 1)[0]
              for p in GOLDEN.rglob("*") if p.suffix in (".txt", ".html")}
     assert found <= wanted, sorted(found - wanted)
+
+
+def test_docs_mails_md_is_current():
+    """docs/mails.md is generated from the same samples (scripts/render_mails.py)."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "render_mails.py"
+    spec = importlib.util.spec_from_file_location("render_mails", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = module.render_all()
+    if os.environ.get("UPDATE_GOLDEN"):
+        module.OUTPUT.write_text(expected, encoding="utf-8")
+    assert module.OUTPUT.read_text(encoding="utf-8") == expected, \
+        "docs/mails.md is out of date: run python scripts/render_mails.py"
