@@ -54,6 +54,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -133,6 +134,7 @@ def _local_date(value: date | datetime, zone: ZoneInfo) -> date:
     return value
 
 
+@lru_cache(maxsize=8192)  # a digest run formats the same few days thousands of times
 def format_date(value: date | datetime, lang: str, zone: ZoneInfo, *,
                 weekday: bool = True) -> str:
     """A calendar day as the client reads it: 'Thu 3 Dec 2026' or
@@ -242,10 +244,14 @@ class Renderer:
         before, _, after = subject_tag.partition("{id}")
         self._tag = re.compile(re.escape(before) + r"\d+" + re.escape(after))
         self._envs: dict[tuple[str, bool], Environment] = {}
+        self._found: dict[tuple[str, str], tuple[int, str] | None] = {}
+        self._html: dict[tuple[int, str], bool] = {}
 
     def render(self, name: str, lang: str, context: Mapping[str, Any]) -> Rendered:
         """Render ``name`` (``client/quote``, ``staff/new_request``…) for a reader of ``lang``."""
-        found = self._locate(name, lang)
+        if (name, lang) not in self._found:  # templates do not change under a running process
+            self._found[(name, lang)] = self._locate(name, lang)
+        found = self._found[(name, lang)]
         if found is None:
             raise TemplateNotFound(f"{name}.txt.j2")
         index, used_lang = found
@@ -263,7 +269,9 @@ class Renderer:
 
         html = None
         html_path = f"{used_lang}/{name}.html.j2"
-        if (self.folders[index] / html_path).is_file():
+        if (index, html_path) not in self._html:
+            self._html[(index, html_path)] = (self.folders[index] / html_path).is_file()
+        if self._html[(index, html_path)]:
             html = self._env(used_lang, html=True).get_template(f"@{index}/{html_path}").render(
                 variables
             )
@@ -296,6 +304,7 @@ class Renderer:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # templates do not change under a running process
         )
         zone = self.zone
         tag_format = self.subject_tag
