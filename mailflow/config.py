@@ -209,6 +209,7 @@ class CreditSettings(_Section):
     price_yen: int = Field(8000, ge=0)
     expiry_days: int = Field(90, ge=1)
     quote_valid_days: int = Field(14, ge=1)
+    min_lead_days: int = Field(1, ge=0)
     subject_tag: str = "[REQ-{id}]"
     max_credits_per_quote: int = Field(100, ge=1, le=1_000_000)
     max_credits_per_grant: int = Field(10_000, ge=1, le=1_000_000)
@@ -248,6 +249,7 @@ class PolicySettings(_Section):
     trusted_authserv_id: str | None = None
     max_message_mb: float = Field(25, gt=0)
     autoreply_limit_per_hour: int = Field(5, ge=0)
+    low_balance_credits: int = Field(2, ge=0)
 
 
 class ScheduleSettings(_Section):

@@ -315,3 +315,12 @@ class InvoiceSequence(SQLModel, table=True):
 
     year: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     last: int = 0
+class ClientMailState(SQLModel, table=True):
+    """Per client, what its periodic mail already said: the end of the period
+    its last digest covered, and whether it was told its balance is low."""
+
+    __tablename__ = "client_mail_state"
+
+    client_id: int = Field(foreign_key="client.id", primary_key=True)
+    digest_through: datetime | None = _dt(nullable=True)
+    low_balance_at: datetime | None = _dt(nullable=True)  # set while the balance stays low

@@ -38,9 +38,14 @@ Contexts
 
 Filters
     ``yen`` (8000 → ``8,000 yen`` / ``8,000円``), ``date`` (a date, or an aware
-    datetime shown in the configured zone → ``2026-04-01`` / ``2026年4月1日``),
-    ``credits`` (``1 credit``, ``2 credits`` / ``2クレジット``), ``tag``
-    (a request number → ``[REQ-12]`` with the configured format).
+    datetime shown in the configured zone → ``Wed 1 Apr 2026`` /
+    ``2026年4月1日（水）``; ``date(weekday=False)`` leaves the weekday out),
+    ``last_day`` (an expiry instant → the last day it is usable: credits that
+    expire at 2027-02-27 00:00 are "usable through Fri 26 Feb 2027"), ``month``
+    (``Dec 2026`` / ``2026年12月``), ``credits`` (``1 credit``, ``2 credits`` /
+    ``2クレジット``), ``tag`` (a request number → ``[REQ-12]`` with the
+    configured format).  Prices with their tax basis: the ``price`` macro of
+    ``_labels.j2``.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -113,21 +119,53 @@ def format_credits(count: int, lang: str) -> str:
     return f"{figure} credit" if abs(int(count)) == 1 else f"{figure} credits"
 
 
-def format_date(value: date | datetime, lang: str, zone: ZoneInfo) -> str:
-    """A calendar date as the client reads it: '2026-04-01' or '2026年4月1日'.
+_WEEKDAYS_JA = "月火水木金土日"
+_WEEKDAYS_EN = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+              "Dec")
+
+
+def _local_date(value: date | datetime, zone: ZoneInfo) -> date:
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(zone).date()
+    if not isinstance(value, date):
+        raise TypeError(f"date filter needs a date or datetime, got {type(value).__name__}")
+    return value
+
+
+@lru_cache(maxsize=8192)  # a digest run formats the same few days thousands of times
+def format_date(value: date | datetime, lang: str, zone: ZoneInfo, *,
+                weekday: bool = True) -> str:
+    """A calendar day as the client reads it: 'Thu 3 Dec 2026' or
+    '2026年12月3日（木）' (`weekday=False`: '3 Dec 2026', '2026年12月3日').
 
     A datetime is shown in the agency's zone: 23:30 UTC on 31 March is already
     1 April in Tokyo.  A naive datetime is taken as UTC, how the database
     stores times.
     """
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        value = aware.astimezone(zone).date()
-    if not isinstance(value, date):
-        raise TypeError(f"date filter needs a date or datetime, got {type(value).__name__}")
+    day = _local_date(value, zone)
     if lang == "ja":
-        return f"{value.year}年{value.month}月{value.day}日"
-    return value.isoformat()
+        text = f"{day.year}年{day.month}月{day.day}日"
+        return f"{text}（{_WEEKDAYS_JA[day.weekday()]}）" if weekday else text
+    text = f"{day.day} {_MONTHS_EN[day.month - 1]} {day.year}"
+    return f"{_WEEKDAYS_EN[day.weekday()]} {text}" if weekday else text
+
+
+def format_month(value: date | datetime, lang: str, zone: ZoneInfo) -> str:
+    """'Dec 2026' or '2026年12月'."""
+    day = _local_date(value, zone)
+    return f"{day.year}年{day.month}月" if lang == "ja" else f"{_MONTHS_EN[day.month - 1]} {day.year}"
+
+
+def last_usable_day(expires_at: datetime | None, zone: ZoneInfo) -> date | None:
+    """The last day credits expiring at the instant `expires_at` can be used:
+    a lot that expires at 2027-02-27 00:00 in Tokyo is usable through 26 February
+    (DESIGN §3: the same convention as a quote's "valid until")."""
+    if expires_at is None:
+        return None
+    aware = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=UTC)
+    return (aware.astimezone(zone) - timedelta(microseconds=1)).date()
 
 
 # -- loading -----------------------------------------------------------------
@@ -151,13 +189,13 @@ class _LanguageLoader(BaseLoader):
         raise TemplateNotFound(template)
 
 
-def _strict(format_value: Callable[[Any], str]) -> Callable[[Any], str]:
+def _strict(format_value: Callable[..., str]) -> Callable[..., str]:
     """Make a filter fail on a missing value, as printing it would, instead of formatting it."""
 
-    def apply(value: Any) -> str:
+    def apply(value: Any, *args: Any, **kwargs: Any) -> str:
         if isinstance(value, Undefined):
             value._fail_with_undefined_error()
-        return format_value(value)
+        return format_value(value, *args, **kwargs)
 
     return apply
 
@@ -206,10 +244,14 @@ class Renderer:
         before, _, after = subject_tag.partition("{id}")
         self._tag = re.compile(re.escape(before) + r"\d+" + re.escape(after))
         self._envs: dict[tuple[str, bool], Environment] = {}
+        self._found: dict[tuple[str, str], tuple[int, str] | None] = {}
+        self._html: dict[tuple[int, str], bool] = {}
 
     def render(self, name: str, lang: str, context: Mapping[str, Any]) -> Rendered:
         """Render ``name`` (``client/quote``, ``staff/new_request``…) for a reader of ``lang``."""
-        found = self._locate(name, lang)
+        if (name, lang) not in self._found:  # templates do not change under a running process
+            self._found[(name, lang)] = self._locate(name, lang)
+        found = self._found[(name, lang)]
         if found is None:
             raise TemplateNotFound(f"{name}.txt.j2")
         index, used_lang = found
@@ -227,7 +269,9 @@ class Renderer:
 
         html = None
         html_path = f"{used_lang}/{name}.html.j2"
-        if (self.folders[index] / html_path).is_file():
+        if (index, html_path) not in self._html:
+            self._html[(index, html_path)] = (self.folders[index] / html_path).is_file()
+        if self._html[(index, html_path)]:
             html = self._env(used_lang, html=True).get_template(f"@{index}/{html_path}").render(
                 variables
             )
@@ -260,11 +304,17 @@ class Renderer:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # templates do not change under a running process
         )
         zone = self.zone
         tag_format = self.subject_tag
         env.filters["yen"] = _strict(lambda amount: format_yen(amount, lang))
         env.filters["credits"] = _strict(lambda count: format_credits(count, lang))
-        env.filters["date"] = _strict(lambda value: format_date(value, lang, zone))
+        env.filters["date"] = _strict(
+            lambda value, weekday=True: format_date(value, lang, zone, weekday=weekday))
+        env.filters["last_day"] = _strict(
+            lambda value, weekday=True: format_date(last_usable_day(value, zone), lang, zone,
+                                                    weekday=weekday))
+        env.filters["month"] = _strict(lambda value: format_month(value, lang, zone))
         env.filters["tag"] = _strict(lambda number: tag_format.format(id=number))
         return env

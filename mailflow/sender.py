@@ -39,6 +39,7 @@ from mailflow.adapters.smtp_out import (
 )
 from mailflow.db import create_db_engine, transaction
 from mailflow.desk import Desk
+from mailflow.inline_images import html_part
 from mailflow.models import Outbox, OutboxStatus, Request
 from mailflow.render import shorten
 from mailflow.services.outbox import notify_staff
@@ -118,7 +119,7 @@ def build_email(desk: Desk, row: Outbox) -> Message:
     if row.body_html:
         message: Message = MIMEMultipart("alternative")
         message.attach(_text_part(row.body_text, "plain"))
-        message.attach(_text_part(row.body_html, "html"))
+        message.attach(html_part(row.body_html, mailbox.address.rpartition("@")[2]))
     else:
         message = _text_part(row.body_text, "plain")
     message = with_attachments(message, [(a.filename, a.content_type, a.data)

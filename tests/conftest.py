@@ -26,6 +26,16 @@ try:  # the mail-server fixtures (Dovecot, aiosmtpd)
 except ImportError:  # pragma: no cover - only while that module is being written
     pass
 
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true",
+                     help="Rewrite tests/golden/ from the templates (or UPDATE_GOLDEN=1).")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return bool(request.config.getoption("--update-golden") or os.environ.get("UPDATE_GOLDEN"))
+
+
 PG_ADMIN = os.environ.get("MAILFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

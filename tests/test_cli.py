@@ -57,6 +57,9 @@ def test_new_user_walkthrough(run):
     mails = as_json(run("outbox", "--json"))
     receipts = [m for m in mails if m["template"] == "client/payment_received"]
     assert len(receipts) == 2  # one per `credits buy`, each with its paid invoice
+    # Approval left 0 credits (policy.low_balance_credits: 2): one low-balance notice.
+    assert [m["template"] for m in mails if m["to"] == "a@acme.example"][-1] \
+        == "client/low_balance"
     client_mail = [m for m in mails if m["to"] == "a@acme.example" and m["request"]]
     assert [m["subject"].split()[1] for m in client_mail] == ["Received:", "Quote:", "Approved:"]
     balances = [int(m["body"].rsplit(" credits available", 1)[0].rsplit(" ", 1)[-1])

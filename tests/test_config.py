@@ -174,6 +174,10 @@ BAD_CONFIGS = [
     pytest.param('credits:\n  subject_tag: "[REQ]"\n', "credits.subject_tag:",
                  id="subject-tag-without-id"),
     pytest.param("credits:\n  price_yen: -1\n", "credits.price_yen:", id="negative-price"),
+    pytest.param("credits:\n  min_lead_days: -1\n", "credits.min_lead_days:",
+                 id="negative-lead-days"),
+    pytest.param("policy:\n  low_balance_credits: -2\n", "policy.low_balance_credits:",
+                 id="negative-low-balance"),
     pytest.param("mailbox:\n  address: support\n", "mailbox.address:", id="address-without-at"),
     pytest.param("catalog:\n  - {key: a, credits: 1, title: A}\n  - {key: a, credits: 2, title: B}\n",
                  "catalog: duplicate catalog key 'a'", id="duplicate-catalog-key"),
@@ -373,6 +377,9 @@ GOOD_CONFIGS = [
                  {"mailbox.imap.oauth2.token_file":
                   str(Path.home() / "mailflow-oauth.json")},
                  id="token-file-in-home-with-postgresql"),
+    pytest.param("credits: {min_lead_days: 0}\npolicy: {low_balance_credits: 0}\n",
+                 {"credits.min_lead_days": 0, "policy.low_balance_credits": 0},
+                 id="no-lead-time-no-low-balance-mail"),
 ]
 
 

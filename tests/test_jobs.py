@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -202,7 +202,7 @@ def test_expiry_warns_once_per_lot_and_sweeps_expired_credits(engine, desk, cloc
     (warning,) = outbox(engine, "client/credits_expiring")
     assert warning.to_addrs == "acme@client.example"
     assert "4 credits will expire soon" in warning.subject
-    assert "4 credits on 2026-11-30" in warning.body_text
+    assert "4 credits, usable through Sun 29 Nov 2026" in warning.body_text  # the last day
     assert jobs.run_expiry(engine, desk).skipped  # same day
 
     clock.advance(days=1)
@@ -216,7 +216,7 @@ def test_expiry_warns_once_per_lot_and_sweeps_expired_credits(engine, desk, cloc
     assert jobs.run_expiry(engine, desk).done["warned_lots"] == 1
     assert count(engine, JobRun, JobRun.job == "expiry-warning") == 2
     second = outbox(engine, "client/credits_expiring")[-1]
-    assert "- 2 credits on 2027-02-24" in second.body_text
+    assert "- 2 credits, usable through Tue 23 Feb 2027" in second.body_text
     assert count(engine, Entry, Entry.lot_id == later, Entry.kind == EntryKind.EXPIRY) == 0
 
 
@@ -224,9 +224,10 @@ def test_expiry_warns_once_per_lot_and_sweeps_expired_credits(engine, desk, cloc
 
 def test_quote_expiry_sends_quote_expired_once(engine, desk, clock):
     a = add_client(engine, desk, "Acme")
-    stale = new_request(engine, desk, a, "Banner", quote=1)   # valid until 2026-12-11 00:00
+    stale = new_request(engine, desk, a, "Banner", quote=1,   # valid until 2026-12-11 00:00
+                        due_days=30)
     clock.set(tokyo(2026, 12, 5))
-    fresh = new_request(engine, desk, a, "Plugin", quote=2)
+    fresh = new_request(engine, desk, a, "Plugin", quote=2, due_days=30)
     clock.set(tokyo(2026, 12, 11, 0, 30))
 
     assert jobs.run_quotes(engine, desk).done == {"expired": 1, "failed": 0}
@@ -301,20 +302,24 @@ def test_digest_reports_the_period_in_each_language_once(engine, desk, digest_wo
                                                                 "already_sent": 0})
     en, ja = outbox(engine, "client/digest")
     assert (en.client_id, en.to_addrs, en.auto) == (w["en"], "acme@client.example", False)
-    assert en.subject == "Support summary 2026-11-01 to 2026-12-01"
+    assert en.subject == "Your support summary: 4 credits available"
     body = en.body_text
-    assert f"[REQ-{w['open']}] Question about SEO - awaiting our quote" in body
-    assert f"[REQ-{w['approved']}] New banner - in progress, 2 credits" in body
+    # The first digest covers the time since the client was created.
+    assert "from Tue 20 Oct 2026 to Tue 1 Dec 2026" in body
+    assert f"[REQ-{w['open']}] Question about SEO - awaiting our quote, received" in body
+    assert f"[REQ-{w['approved']}] New banner - in progress: 2 credits, due" in body
     assert f"[REQ-{w['done']}] Fix footer - completed" in body
-    assert f"[REQ-{w['before']}] Approved in October - completed" in body  # done in Nov
-    assert "Cancelled work" not in body
-    assert "Credits used in this period: 5 credits" in body  # 2 + 3; the refund cancels 1
-    assert "Your balance on 2026-12-01: 4 credits available" in body  # 10 - 1 - 5
+    assert f"[REQ-{w['before']}] Approved in October - completed" in body
+    assert "Cancelled work - cancelled" in body
+    assert "Credits used in this period: 6 credits" in body  # 1 + 2 + 3; the refund cancels 1
+    assert "Your balance on Tue 1 Dec 2026: 4 credits available" in body  # 10 - 1 - 5
     assert en.body_html and "New banner" in en.body_html
+    assert en.body_html.count('src="data:image/png;base64,') == 1  # usage only: no expiring lot
 
-    assert ja.subject == "サポートご利用状況（2026年11月1日～2026年12月1日）"
-    assert f"・[REQ-{w['ja_request']}] バナー差し替え" in ja.body_text
+    assert ja.subject == "サポートご利用状況のお知らせ：残高3クレジット"
+    assert f"・[REQ-{w['ja_request']}]「バナー差し替え」" in ja.body_text
     assert "期間中のご利用クレジット：2クレジット" in ja.body_text
+    assert ja.body_html.count('src="data:image/png;base64,') == 2  # expiry and usage
 
     again = jobs.run_digest(engine, desk)
     assert again.skipped and again.reason == "already done"
@@ -322,23 +327,26 @@ def test_digest_reports_the_period_in_each_language_once(engine, desk, digest_wo
 
 
 def test_digest_row_is_what_queue_message_would_write(engine, desk, digest_world):
-    jobs.run_digest(engine, desk)
-    en = outbox(engine, "client/digest")[0]
     with transaction(engine) as session:
         period = jobs.digest_period(desk)
         client = session.get(Client, digest_world["en"])
         (message,) = jobs.digest_messages(session, desk, period, [client])
         context = {k: v for k, v in message.context.items() if k not in ("client", "balance")}
-        row = queue_message(session, desk, template="client/digest", to=message.to,
-                            client=client, context=context)
-        assert (row.subject, row.body_text, row.body_html) == (en.subject, en.body_text,
-                                                               en.body_html)
+        expected = queue_message(session, desk, template="client/digest", to=message.to,
+                                 client=client, context=context)
+        expected = (expected.subject, expected.body_text, expected.body_html)
         session.rollback()
+    jobs.run_digest(engine, desk)
+    en = outbox(engine, "client/digest")[0]
+    assert (en.subject, en.body_text, en.body_html) == expected
 
 
 def test_digest_interrupted_half_way_sends_the_rest_once(engine, desk, clock, digest_world):
+    clock.set(tokyo(2026, 12, 1, 8, 0))
     for index in range(3):
-        add_client(engine, desk, f"Extra{index}")  # created 12-01: still gets a digest
+        add_client(engine, desk, f"Extra{index}")  # created before the fire: gets a digest
+    clock.set(tokyo(2026, 12, 1, 9, 30))
+    add_client(engine, desk, "Late")  # created after it: waits for the next one
 
     def crash_after_first_chunk(done, total):
         raise RuntimeError("power cut")
@@ -360,9 +368,10 @@ def test_next_digest_period_starts_where_the_last_ended(engine, desk, clock, dig
     report = jobs.run_digest(engine, desk)
     assert report.period == "2027-01-01T09:00" and report.done["queued"] == 2
     latest = outbox(engine, "client/digest")[-2]
-    assert latest.subject == "Support summary 2026-12-01 to 2027-01-01"
+    assert "from Tue 1 Dec 2026 to Fri 1 Jan 2027" in latest.body_text
     assert "Credits used in this period: 0 credits" in latest.body_text
     assert "Fix footer" not in latest.body_text  # completed in November
+    assert "New banner - in progress" in latest.body_text  # still open
 
 
 # --- everything due ----------------------------------------------------------------------
@@ -374,17 +383,18 @@ def test_run_due_runs_each_due_job_once(engine, desk, clock):
     assert [(r.job, r.period, r.skipped) for r in reports] == [
         ("allotment", "2026-12", False), ("expiry", "2026-12-01T00:05", False),
         ("quotes", "2026-12-01T09:00", False), ("reminders", "2026-12-01T09:00", False),
-        ("digest", "2026-12-01T09:00", True)]
-    # A desk that never sent a digest takes the period due now as its baseline:
-    # a fresh install does not mail a summary of the time before it existed.
-    assert "baseline" in reports[-1].reason and outbox(engine, "client/digest") == []
+        ("digest", "2026-12-01T09:00", False)]
+    # The same digest as `mailflow digest` would send: since the client's creation.
+    (first,) = outbox(engine, "client/digest")
+    assert "from Thu 26 Nov 2026 to Tue 1 Dec 2026" in first.body_text
+    assert "5 credits available" in first.body_text  # the allotment ran first
     assert all(r.skipped for r in jobs.run_due(engine, desk))
     clock.set(tokyo(2027, 1, 1, 9, 0))
     reports = jobs.run_due(engine, desk)
     assert (reports[-1].job, reports[-1].period, reports[-1].skipped) == \
         ("digest", "2027-01-01T09:00", False)
-    (digest,) = outbox(engine, "client/digest")
-    assert "10 credits available" in digest.body_text  # the allotment ran first
+    digest = outbox(engine, "client/digest")[-1]
+    assert "10 credits available" in digest.body_text
 
 
 def test_two_instances_run_each_period_once(db_url, settings, clock):
@@ -444,9 +454,11 @@ def cli_run(tmp_path, db_url, smtp_server):
 
 
 def test_digest_command_previews_then_sends_once(cli_run, engine, settings, smtp_server):
-    desk = Desk(settings)  # the command reads the real clock too
+    # The command reads the real clock: clients created before the latest fire time.
+    desk = Desk(settings, clock=lambda: datetime.now(UTC) - timedelta(days=40))
     add_client(engine, desk, "Acme")
     add_client(engine, desk, "Sakura", lang="ja")
+    add_client(engine, Desk(settings), "Newcomer")  # created now: its first digest comes later
 
     preview = cli_run("digest", "--dry-run")
     assert "To: acme@client.example" in preview.output
@@ -468,8 +480,11 @@ def test_jobs_run_and_list_commands(cli_run, engine, settings, smtp_server):
     first = json.loads(cli_run("jobs", "run", "--json").stdout)
     assert [j["job"] for j in first["jobs"]] == ["allotment", "expiry", "quotes", "reminders",
                                                  "digest"]
-    # A fresh desk: the digest period due now is the baseline, nothing mailed.
-    assert first["jobs"][-1]["skipped"] and first["sent"] == 0 and smtp_server.messages == []
+    # A client created after the latest digest time waits for the next digest,
+    # as `digest` and `digest --dry-run` would have it.
+    digest = first["jobs"][-1]
+    assert not digest["skipped"] and digest["done"]["queued"] == 0
+    assert first["sent"] == 0 and smtp_server.messages == []
     periods = {j["job"]: j["period"] for j in first["jobs"]}
     second = json.loads(cli_run("jobs", "run", "--json").stdout)["jobs"]
     # the real clock may cross an hour between the two runs: then `quotes` runs again

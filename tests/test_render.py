@@ -1,7 +1,8 @@
 """Every outgoing template, in both languages, rendered from realistic contexts.
 
-`CONTEXTS` doubles as the contract: the keys each template needs on top of
-`BASE` (client, support, balance, now).
+The contexts are `tests/golden/samples.py` (`CONTEXTS`: the first sample of
+each template), which doubles as the contract: the keys each template needs
+on top of `BASE` (client, support, balance, now).
 """
 
 from __future__ import annotations
@@ -17,148 +18,22 @@ from mailflow.render import (
     format_credits,
     format_date,
     format_yen,
+    last_usable_day,
     packaged_templates_dir,
 )
+from tests.golden.samples import BASE, CONTEXTS, DIGEST, NOW, QUOTE, REQUEST, TEMPLATES
 
-CLIENT_TEMPLATES = (
-    "ack", "quote", "approved", "rejected", "insufficient_credits", "ambiguous_reply",
-    "not_authorised", "balance", "completed", "cancelled", "quote_expired",
-    "credits_expiring", "digest", "unknown_sender", "already_answered", "invoice",
-    "payment_received", "order_refused",
-)
-STAFF_TEMPLATES = ("new_request", "comment", "held", "failed", "bounce", "reminder", "answered",
-                   "mailbox_login", "invoice_issued", "invoice_paid", "invoice_void")
-NAMES = [f"client/{n}" for n in CLIENT_TEMPLATES] + [f"staff/{n}" for n in STAFF_TEMPLATES]
+NAMES = TEMPLATES
 PARTIALS = ("_balance_footer.txt.j2", "_balance_footer.html.j2", "_greeting.txt.j2",
-            "_signature.txt.j2", "_layout.html.j2", "_labels.j2", "_billing.j2")
+            "_signature.txt.j2", "_layout.html.j2", "_labels.j2", "_shortfall.txt.j2",
+            "_billing.j2")
 HTML_ALTERNATIVES = ("client/ack", "client/quote", "client/balance", "client/digest")
 
 HOSTILE = "<script>alert(1)</script>\r\nBcc: victim@example.net"
-NOW = datetime(2026, 3, 31, 23, 30, tzinfo=UTC)  # 2026-04-01 08:30 in Tokyo
-
-BALANCE = {
-    "available": 7,
-    "next_expiry": {"credits": 3, "expires_at": datetime(2026, 5, 10, 3, 0, tzinfo=UTC)},
-    "never_expiring": 4,
-    "price_yen": 8000,
-    "lots": [
-        {"kind": "plan", "remaining": 3, "expires_at": datetime(2026, 5, 10, 3, 0, tzinfo=UTC)},
-        {"kind": "purchase", "remaining": 4, "expires_at": None},
-    ],
-}
-REQUEST = {
-    "number": 12, "tag": "[REQ-12]", "subject": "Replace the spring banner",
-    "status": "quoted", "text": "Please swap the banner on the top page.",
-    "requester": "hanako@client.example", "due": date(2026, 4, 10), "credits": 2,
-}
-QUOTE = {
-    "credits": 2, "due": date(2026, 4, 10), "note": "Includes one round of changes.",
-    "valid_until": date(2026, 4, 14), "token": "q7Hk2mZp",
-}
-BASE = {
-    "client": {"name": "Sakura Foods", "lang": "en"},
-    "support": {"address": "support@agency.example", "display_name": "Agency Support"},
-    "balance": BALANCE,
-    "now": NOW,
-}
-INVOICE = {
-    "number": "INV-2026-0007", "credits": 5, "unit_price_yen": 8000, "subtotal_yen": 40000,
-    "tax_yen": 4000, "total_yen": 44000, "rate": "10", "basis": "excl",
-    "issued_on": date(2026, 4, 1), "due": date(2026, 5, 1), "paid_on": date(2026, 4, 3),
-    "requester": "hanako@client.example", "status": "paid", "void_reason": None,
-    "void_by": None, "actor": "hanako@client.example",
-}
-BILLING = {"issuer": "Example Co., Ltd.", "registration_number": "T9234567890123",
-           "bank_account": "Example Bank, Head Office\nordinary 1234567",
-           "payment_terms_days": 30}
-ITEM = {"tag": "[REQ-12]", "subject": "Replace the spring banner", "status": "approved",
-        "credits": 2, "due": date(2026, 4, 10)}
-
-CONTEXTS: dict[str, dict] = {
-    "client/ack": {
-        "request": REQUEST,
-        "catalog_groups": [
-            {"credits": 1, "titles": ["Add or replace images or banners (up to 3)",
-                                      "Upload and publish a news entry"]},
-            {"credits": 2, "titles": ["Install and test a simple plugin"]},
-        ],
-        "similar": [{"title": "Add or replace images or banners (up to 3)", "credits": 1}],
-    },
-    "client/quote": {"request": REQUEST, "quote": QUOTE},
-    "client/approved": {"request": REQUEST, "quote": QUOTE, "debited": 2},
-    "client/rejected": {"request": REQUEST, "quote": QUOTE},
-    "client/insufficient_credits": {
-        "request": REQUEST, "quote": {**QUOTE, "credits": 9},
-        "shortfall": {"credits": 2, "yen": 16000, "next_allotment": date(2026, 5, 1),
-                      "plan_credits": 5},
-    },
-    "client/ambiguous_reply": {"request": REQUEST},
-    "client/not_authorised": {"request": REQUEST, "quote": QUOTE, "reason": "not_requester"},
-    "client/already_answered": {"request": REQUEST, "quote": QUOTE, "outcome": "approved",
-                                "asked": "approved"},
-    "client/balance": {
-        "entries": [
-            {"at": datetime(2026, 3, 20, 2, 0, tzinfo=UTC), "kind": "debit", "delta": -2,
-             "note": None, "request_tag": "[REQ-11]"},
-            {"at": datetime(2026, 3, 1, 0, 0, tzinfo=UTC), "kind": "plan", "delta": 5,
-             "note": "March allotment", "request_tag": None},
-        ],
-    },
-    "client/completed": {"request": REQUEST, "note": "The new banner is live."},
-    "client/cancelled": {"request": REQUEST, "refunded": 2},
-    "client/quote_expired": {"request": REQUEST, "quote": QUOTE},
-    "client/credits_expiring": {
-        "expiring": [{"credits": 3, "expires_at": datetime(2026, 5, 10, 3, 0, tzinfo=UTC)}],
-    },
-    "client/digest": {
-        "period": {"start": date(2026, 3, 1), "end": date(2026, 3, 31)},
-        "open": [{**ITEM, "tag": "[REQ-13]", "status": "quoted", "credits": None, "due": None}],
-        "approved": [ITEM],
-        "completed": [],
-        "spent": 2,
-    },
-    "client/unknown_sender": {"client": None, "balance": None},
-    "staff/new_request": {"request": REQUEST, "from_addr": "hanako@client.example",
-                          "text": "Please swap the banner on the top page."},
-    "staff/comment": {"request": REQUEST, "from_addr": "hanako@client.example",
-                      "text": "Could you also fix the footer?"},
-    "staff/held": {"from_addr": "stranger@elsewhere.example", "subject": "Hello",
-                   "reason": "unknown sender", "kind": "unknown_sender", "balance": None,
-                   "client": None},
-    "staff/failed": {"from_addr": "hanako@client.example", "subject": "Banner",
-                     "reason": "undecodable MIME", "folder": "Failed", "inbound_id": 17,
-                     "balance": None, "client": None},
-    "staff/bounce": {"original": {"to": "hanako@client.example", "subject": "[REQ-12] Quote",
-                                  "message_id": "<abc@agency.example>"},
-                     "reason": "550 mailbox unavailable", "balance": None, "client": None},
-    "staff/reminder": {"items": [
-        {"tag": "[REQ-12]", "client": "Sakura Foods", "subject": "Replace the spring banner",
-         "due": date(2026, 3, 30), "overdue": True},
-        {"tag": "[REQ-14]", "client": "Kaede Books", "subject": "New landing page",
-         "due": date(2026, 4, 3), "overdue": False},
-    ], "balance": None, "client": None},
-    "staff/answered": {"request": REQUEST, "quote": QUOTE, "answer": "approved",
-                       "by": "hanako@client.example"},
-    "staff/mailbox_login": {"connections": "IMAP", "account": "support@agency.example",
-                            "provider": "microsoft", "command": "mailflow mailbox login",
-                            "reason": "mailbox.imap: the OAuth2 sign-in … (invalid_grant)",
-                            "balance": None, "client": None},
-    "client/invoice": {"invoice": {**INVOICE, "status": "issued", "paid_on": None},
-                       "billing": BILLING},
-    "client/payment_received": {"invoice": INVOICE, "billing": BILLING},
-    "client/order_refused": {"order": {"text": "1.5", "problem": "not_whole",
-                                       "max_credits": 100},
-                             "price": {"unit_yen": 8000, "includes_tax": False}},
-    "staff/invoice_issued": {"invoice": {**INVOICE, "status": "issued", "paid_on": None},
-                             "billing": BILLING},
-    "staff/invoice_paid": {"invoice": INVOICE, "billing": BILLING, "by": "Sato"},
-    "staff/invoice_void": {"invoice": {**INVOICE, "status": "void", "paid_on": None,
-                                       "void_reason": "ordered twice", "void_by": "Sato"},
-                           "billing": BILLING},
-}
+ITEM = DIGEST["open"][2]
 WITHOUT_REQUEST = {"client/balance", "client/credits_expiring", "client/digest",
-                   "client/unknown_sender", "staff/held", "staff/failed", "staff/bounce",
-                   "staff/reminder", "staff/mailbox_login", "client/invoice",
+                   "client/unknown_sender", "client/low_balance", "staff/held", "staff/failed",
+                   "staff/bounce", "staff/reminder", "staff/mailbox_login", "client/invoice",
                    "client/payment_received", "client/order_refused", "staff/invoice_issued",
                    "staff/invoice_paid", "staff/invoice_void"}
 CASES = [pytest.param(name, lang, id=f"{lang}-{name}") for lang in ("en", "ja") for name in NAMES]
@@ -205,9 +80,12 @@ def test_every_template_renders_with_one_line_subject_and_footer(renderer, name,
         assert "\n-- \n" not in rendered.text
     else:
         footer = footer_of(rendered.text)
-        assert format_credits(7, lang) in footer.splitlines()[0]
-        assert format_date(date(2026, 5, 10), lang, renderer.zone) in footer
-        assert format_credits(4, lang) in footer
+        balance = context_for(name)["balance"]
+        assert format_credits(balance["available"], lang) in footer.splitlines()[0]
+        if balance["next_expiry"]:  # the last usable day, not the expiry instant's
+            day = last_usable_day(balance["next_expiry"]["expires_at"], renderer.zone)
+            assert format_date(day, lang, renderer.zone) in footer
+        assert format_credits(balance["never_expiring"], lang) in footer
     if lang == "ja":
         assert any("\u3040" <= ch <= "\u30ff" for ch in rendered.text), "not Japanese"
     assert (rendered.html is not None) == (name in HTML_ALTERNATIVES)
@@ -220,11 +98,25 @@ def test_quote_asks_for_approve_or_reject_and_carries_the_token(renderer, lang):
     assert "APPROVE" in text and "REJECT" in text
     if lang == "ja":
         assert "「承認」" in text and "「却下」" in text
-    assert "Quote reference: q7Hk2mZp" in text
+    token = QUOTE["token"]
+    # The token line stays parseable (core/classify.py tokens_in) in both languages.
+    assert (f"見積番号：{token}" if lang == "ja" else f"Quote reference: {token}") in text
+    assert "Quote reference" not in text or lang == "en"
     assert format_date(date(2026, 4, 10), lang, renderer.zone) in text  # due
-    assert format_date(date(2026, 4, 14), lang, renderer.zone) in text  # valid until
+    valid_until = format_date(QUOTE["valid_until"], lang, renderer.zone)
+    assert text.count(valid_until) == 1  # said once
     assert format_credits(5, lang) in text  # 7 available - 2 quoted
-    assert format_yen(16000, lang) in text
+    assert format_yen(16000, lang) + ("（税抜）" if lang == "ja" else " plus tax") in text
+    assert "相当" not in text
+
+
+def test_tokens_in_reads_the_token_line_of_both_languages(renderer):
+    from mailflow.core.classify import tokens_in
+
+    for lang in ("en", "ja"):
+        text = renderer.render("client/quote", lang, context_for("client/quote")).text
+        quoted = "\n".join("> " + line for line in text.splitlines())
+        assert tokens_in((), quoted) == [QUOTE["token"]], lang
 
 
 @pytest.mark.parametrize("lang", ["en", "ja"])
@@ -268,8 +160,8 @@ def test_html_alternative_escapes_client_supplied_text(renderer, name, lang):
     hostile_request = {**REQUEST, "subject": HOSTILE, "text": HOSTILE}
     ctx = context_for(name, request=hostile_request,
                       similar=[{"title": HOSTILE, "credits": 1}],
-                      approved=[{**ITEM, "subject": HOSTILE}],
-                      entries=[{"at": NOW, "kind": "debit", "delta": -1, "note": HOSTILE,
+                      open=[{**ITEM, "subject": HOSTILE}],
+                      entries=[{"at": NOW, "kind": "debit", "delta": -1, "subject": HOSTILE,
                                 "request_tag": "[REQ-12]"}])
     html = renderer.render(name, lang, ctx).html
 
@@ -332,7 +224,7 @@ def test_templates_dir_overrides_one_template_and_falls_back_for_the_rest(tmp_pa
     assert format_credits(7, "en") in footer_of(approved.text)  # packaged partial
 
     rejected = renderer.render("client/rejected", "en", context_for("client/rejected"))
-    assert rejected.subject.startswith("[REQ-12] Rejected")
+    assert rejected.subject.startswith("[REQ-12] Quote declined")
     # The packaged Japanese template beats the English override for a ja client.
     ja = renderer.render("client/approved", "ja", context_for("client/approved"))
     assert "承認" in ja.subject
@@ -352,7 +244,7 @@ def test_missing_japanese_template_falls_back_to_english(tmp_path):
           "Due {{ quote.due|date }}\n{% include '_balance_footer.txt.j2' %}")
     rendered = Renderer(tmp_path).render("client/special", "ja", context_for("client/quote"))
     assert rendered.subject == "Special 8,000 yen"  # wholly English, filters too
-    assert rendered.text.startswith("Due 2026-04-10")
+    assert rendered.text.startswith("Due Fri 10 Apr 2026")
     assert "Your balance" in footer_of(rendered.text)
 
 
@@ -391,13 +283,14 @@ def test_credits_filter(count, lang, expected):
 
 
 @pytest.mark.parametrize(("value", "lang", "expected"), [
-    pytest.param(date(2026, 4, 1), "en", "2026-04-01", id="en-date"),
-    pytest.param(date(2026, 4, 1), "ja", "2026年4月1日", id="ja-date"),
-    pytest.param(datetime(2026, 3, 31, 23, 30, tzinfo=UTC), "en", "2026-04-01",
+    pytest.param(date(2026, 4, 1), "en", "Wed 1 Apr 2026", id="en-date"),
+    pytest.param(date(2026, 4, 1), "ja", "2026年4月1日（水）", id="ja-date"),
+    pytest.param(date(2026, 12, 3), "ja", "2026年12月3日（木）", id="ja-thursday"),
+    pytest.param(datetime(2026, 3, 31, 23, 30, tzinfo=UTC), "en", "Wed 1 Apr 2026",
                  id="en-utc-evening-is-tokyo-morning"),
-    pytest.param(datetime(2026, 3, 31, 23, 30, tzinfo=UTC), "ja", "2026年4月1日",
+    pytest.param(datetime(2026, 3, 31, 23, 30, tzinfo=UTC), "ja", "2026年4月1日（水）",
                  id="ja-utc-evening-is-tokyo-morning"),
-    pytest.param(datetime(2026, 3, 31, 14, 0), "en", "2026-03-31", id="naive-is-utc"),
+    pytest.param(datetime(2026, 3, 31, 14, 0), "en", "Tue 31 Mar 2026", id="naive-is-utc"),
 ])
 def test_date_filter(value, lang, expected, renderer):
     assert format_date(value, lang, renderer.zone) == expected
@@ -409,8 +302,23 @@ def test_filters_inside_templates_follow_the_language(tmp_path):
     write(tmp_path / "ja/client/f.txt.j2", body)
     renderer = Renderer(tmp_path, subject_tag="#{id}")
     ctx = {"d": date(2026, 4, 1)}
-    assert renderer.render("client/f", "en", ctx).text == "8,000 yen|2 credits|2026-04-01|#7\n"
-    assert renderer.render("client/f", "ja", ctx).text == "8,000円|2クレジット|2026年4月1日|#7\n"
+    assert renderer.render("client/f", "en", ctx).text == "8,000 yen|2 credits|Wed 1 Apr 2026|#7\n"
+    assert renderer.render("client/f", "ja", ctx).text == "8,000円|2クレジット|2026年4月1日（水）|#7\n"
+
+
+@pytest.mark.parametrize(("expires_at", "lang", "expected"), [
+    pytest.param(datetime(2027, 2, 26, 15, 0, tzinfo=UTC), "en", "Fri 26 Feb 2027",
+                 id="en-midnight-tokyo-is-the-day-before"),
+    pytest.param(datetime(2027, 2, 26, 15, 0, tzinfo=UTC), "ja", "2027年2月26日（金）",
+                 id="ja-midnight-tokyo-is-the-day-before"),
+    pytest.param(datetime(2027, 2, 27, 3, 0, tzinfo=UTC), "en", "Sat 27 Feb 2027",
+                 id="noon-expiry-is-usable-that-morning"),
+])
+def test_last_day_filter_shows_the_last_usable_day(tmp_path, expires_at, lang, expected):
+    write(tmp_path / f"{lang}/client/f.txt.j2",
+          "{% set subject %}x{% endset %}{{ at|last_day }}|{{ at|date(weekday=False) }}\n")
+    text = Renderer(tmp_path).render("client/f", lang, {"at": expires_at}).text
+    assert text.split("|")[0] == expected
 
 
 def test_templates_dir_that_does_not_exist_is_a_config_error(tmp_path):

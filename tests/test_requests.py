@@ -147,7 +147,7 @@ def test_cancel_of_approved_with_refund_returns_credits_to_their_lots(engine, de
         svc.approve_request(session, desk, request_id=request_id)
     with transaction(engine) as session:
         request, refunded = svc.cancel_request(session, desk, request_id=request_id, refund=True)
-        assert (request.status, refunded) == (Status.CANCELLED, 4)
+        assert (request.status, refunded.credits, refunded.usable) == (Status.CANCELLED, 4, 4)
         assert credits.balance(session, desk, acme).available == 5
         lots = {e.lot_id for e in session.exec(select(Entry).where(
             Entry.request_id == request_id))}

@@ -195,7 +195,7 @@ def test_dev_turns_mail_into_a_request_and_stops_on_sigterm(tmp_path):
         staff = run_banner_commands(output.text, cwd=tmp_path / "elsewhere")
         assert staff.returncode == 0, staff.stdout + staff.stderr
         assert "[REQ-1]" in staff.stdout and "New landing page" in staff.stdout
-        assert "[REQ-1] quoted 1 credits" in staff.stdout
+        assert "[REQ-1] quoted 1 credit," in staff.stdout
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, output.text
     finally:

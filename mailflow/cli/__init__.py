@@ -9,7 +9,8 @@ The package, one module per command group:
     __init__.py   the root group `cli`, `main`, and COMMANDS (below)
     app.py        what the commands share: App (settings, engine, desk), --json,
                   emit_json, table, DATE, errors and exit codes
-    requests.py   request new, requests, show, quote, approve, reject, complete, cancel
+    requests.py   request new, requests, show, quote, approve, reject, complete, cancel,
+                  redate
     clients.py    clients add|list|show|edit|import, clients address add|remove
     credits.py    credits grant|buy|adjust, balance
     billing.py    invoices, paid, invoice void, report
@@ -77,6 +78,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "Fetch and process new mail from the IMAP folder, send the outbox, exit."),
     "quote": ("mailflow.cli.requests:quote",
               "Quote a request: mailflow quote 12 --credits 2 --due 2026-12-10"),
+    "redate": ("mailflow.cli.requests:redate",
+               "Move an approved request's completion date; the client is told."),
     "reject": ("mailflow.cli.requests:reject", "Record the client's rejection (given by phone)."),
     "report": ("mailflow.cli.billing:report",
                "Per client for a month: credits granted, bought, used, expired;"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -100,8 +100,26 @@ class MailflowGroup(click.Group):
             raise click.ClickException(f"database error: {detail}") from None
 
 
+def _zone() -> tzinfo | None:
+    """The agency's time zone, from the running command's settings (None
+    outside a command, or before its settings could be read)."""
+    ctx = click.get_current_context(silent=True)
+    app = ctx.find_object(App) if ctx is not None else None
+    if app is None:
+        return None
+    try:
+        return app.settings.tz
+    except ConfigError:
+        return None
+
+
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime | date):
+    """Dates as YYYY-MM-DD; instants in the agency's zone with their offset
+    (`2027-02-27T00:00:00+09:00`), as DESIGN §3 asks of every timestamp shown."""
+    if isinstance(value, datetime):
+        zone = _zone()
+        return (value.astimezone(zone) if zone is not None and value.tzinfo else value).isoformat()
+    if isinstance(value, date):
         return value.isoformat()
     if hasattr(value, "value"):
         return value.value
@@ -110,6 +128,11 @@ def _jsonable(value: Any) -> Any:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, default=_jsonable, ensure_ascii=False, indent=2))
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 credit`, `2 credits`, `0 credits`: the CLI's counts read as English."""
+    return f"{count} {noun}" if abs(count) == 1 else f"{count} {noun}s"
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:

@@ -6,7 +6,16 @@ from datetime import datetime
 
 import click
 
-from mailflow.cli.app import DATE, App, emit_json, json_option, local_time, pass_app, table
+from mailflow.cli.app import (
+    DATE,
+    App,
+    emit_json,
+    json_option,
+    local_time,
+    pass_app,
+    plural,
+    table,
+)
 from mailflow.core.ledger import LotKind
 
 
@@ -157,7 +166,7 @@ def _add_lot(app: App, client_ref: str, kind: LotKind, amount: int, on: datetime
     expiry = (f"expires {lot.expires_at.astimezone(app.desk.tz).date().isoformat()}"
               if lot.expires_at else "never expires")
     price = f", {lot.price_yen:,} yen" if lot.price_yen else ""
-    click.echo(f"{client.name}: {kind.value} of {amount} credits ({expiry}{price});"
+    click.echo(f"{client.name}: {kind.value} of {plural(amount, 'credit')} ({expiry}{price});"
                f" available now {available}")
 
 
@@ -172,6 +181,7 @@ def balance(app: App, client_ref: str, as_json: bool) -> None:
     mailflow balance Acme
     mailflow balance a@acme.example --json | jq .available
     """
+    from mailflow.render import last_usable_day
     from mailflow.services import clients as client_service
     from mailflow.services import credits as ledger
 
@@ -190,6 +200,7 @@ def balance(app: App, client_ref: str, as_json: bool) -> None:
                         if summary.next_expiry_at else None),
         "lots": [{"id": lot.id, "kind": lot.kind, "credits": lot.credits, "remaining": left,
                   "granted_at": lot.granted_at, "expires_at": lot.expires_at,
+                  "usable_through": last_usable_day(lot.expires_at, desk.tz),
                   "price_yen": lot.price_yen} for lot, left in lots],
         "entries": [{"id": e.id, "at": e.at, "kind": e.kind, "delta": e.delta, "lot": e.lot_id,
                      "request": e.request_id, "actor": e.actor, "note": e.note}
@@ -198,7 +209,7 @@ def balance(app: App, client_ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
-    click.echo(f"{client.name}: {summary.available} credits available"
+    click.echo(f"{client.name}: {plural(summary.available, 'credit')} available"
                f" ({summary.never_expiring} never expire)")
     table("Lots", ["lot", "kind", "credits", "remaining", "granted", "expires"],
           [[lot.id, lot.kind, lot.credits, left, local_time(lot.granted_at, desk),

@@ -1,5 +1,5 @@
 """`mailflow request new`, `requests`, `show`, and a request's steps: `quote`,
-`approve`, `reject`, `complete`, `cancel`."""
+`approve`, `reject`, `complete`, `cancel`, `redate`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailflow.cli.app import DATE, App, emit_json, json_option, pass_app, table
+from mailflow.cli.app import DATE, App, emit_json, json_option, pass_app, plural, table
 from mailflow.core.states import Status
 from mailflow.errors import MailflowError
 
@@ -110,7 +110,7 @@ def show(app: App, request_id: int, as_json: bool) -> None:
         emit_json(row)
         return
     click.echo(f"{row['tag']} {row['subject']}\n  client {row['client']} ({row['requester']}),"
-               f" {row['status']}" + (f", {row['credits']} credits due {row['due']}"
+               f" {row['status']}" + (f", {plural(row['credits'], 'credit')} due {row['due']}"
                                       if row["credits"] else ""))
     if row["text"]:
         click.echo("\n" + row["text"].strip() + "\n")
@@ -142,7 +142,8 @@ def quote(app: App, request_id: int, credit_count: int | None, task: str | None,
              else request_service.QuoteTerms(credit_count, due.date(), note))
     with app.session() as session:
         q = request_service.quote_request(session, app.desk, request_id=request_id, terms=terms)
-    click.echo(f"{app.desk.tag(request_id)} quoted {q.credits} credits, due {q.due.isoformat()}")
+    click.echo(f"{app.desk.tag(request_id)} quoted {plural(q.credits, 'credit')},"
+               f" due {q.due.isoformat()}")
 
 
 @click.command()
@@ -156,8 +157,8 @@ def approve(app: App, request_id: int) -> None:
     with app.session() as session:
         request = request_service.approve_request(session, app.desk, request_id=request_id)
         available = ledger.balance(session, app.desk, request.client_id).available
-    click.echo(f"{app.desk.tag(request_id)} approved: {request.credits} credits taken,"
-               f" {available} left")
+    click.echo(f"{app.desk.tag(request_id)} approved: {plural(request.credits, 'credit')}"
+               f" taken, {available} left")
 
 
 @click.command()
@@ -196,5 +197,32 @@ def cancel(app: App, request_id: int, refund: bool) -> None:
     with app.session() as session:
         _, refunded = request_service.cancel_request(session, app.desk, request_id=request_id,
                                                      refund=refund)
-    suffix = f", {refunded} credits refunded" if refunded else ""
+    suffix = ""
+    if refunded is not None and refunded.credits:
+        suffix = f", {plural(refunded.credits, 'credit')} refunded"
+        if refunded.written_off:
+            suffix += (f" ({refunded.written_off} of them had expired and were written off;"
+                       f" {refunded.usable} usable again)")
     click.echo(f"{app.desk.tag(request_id)} cancelled{suffix}")
+
+
+@click.command()
+@click.argument("request_id", type=int, metavar="ID")
+@click.option("--due", type=DATE, required=True, help="The new completion date YYYY-MM-DD.")
+@click.option("--note", help="Why the date moves, for the client.")
+@pass_app
+def redate(app: App, request_id: int, due: datetime, note: str | None) -> None:
+    """Move an approved request's completion date; the client is told.
+
+    \b
+    mailflow redate 12 --due 2026-12-17 --note "The plugin vendor's update is late."
+    """
+    from mailflow.services import requests as request_service
+
+    with app.session() as session:
+        request = request_service.get_request(session, request_id)
+        before = request.due
+        request_service.redate_request(session, app.desk, request_id=request_id,
+                                       due=due.date(), note=note)
+    click.echo(f"{app.desk.tag(request_id)} now due {due.date().isoformat()}"
+               + (f" (was {before.isoformat()})" if before else ""))

@@ -2,13 +2,15 @@
 
 ```
  received --quote--> quoted --approve--> approved --complete--> completed
-    |                  |  \\--reject----> rejected
+    |                  |  \\--reject----> rejected --quote--> quoted
     |                  |  \\--expire----> expired --quote--> quoted
     |                  \\--quote (re-quote; the old quote is void)--> quoted
-    \\-- cancel (staff; any open state; refund if approved) --> cancelled
+    \\-- cancel (staff; any state but completed; refund if approved) --> cancelled
+ approved --redate (staff; the client is told)--> approved
 ```
-An expired quote can be re-quoted: the request is still wanted, only the
-price lapsed.  Rejected, completed and cancelled are final.
+A rejected or expired request can be quoted again: the rejection mail invites
+the client to say what should change, and an expired quote only lapsed.
+Completed and cancelled are final.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ class Action(StrEnum):
     EXPIRE = "expire"
     COMPLETE = "complete"
     CANCEL = "cancel"
+    REDATE = "redate"
 
 
 TRANSITIONS: dict[tuple[Status, Action], Status] = {
     (Status.RECEIVED, Action.QUOTE): Status.QUOTED,
     (Status.QUOTED, Action.QUOTE): Status.QUOTED,
     (Status.EXPIRED, Action.QUOTE): Status.QUOTED,
+    (Status.REJECTED, Action.QUOTE): Status.QUOTED,
     (Status.QUOTED, Action.APPROVE): Status.APPROVED,
     (Status.QUOTED, Action.REJECT): Status.REJECTED,
     (Status.QUOTED, Action.EXPIRE): Status.EXPIRED,
@@ -49,18 +53,23 @@ TRANSITIONS: dict[tuple[Status, Action], Status] = {
     (Status.QUOTED, Action.CANCEL): Status.CANCELLED,
     (Status.EXPIRED, Action.CANCEL): Status.CANCELLED,
     (Status.APPROVED, Action.CANCEL): Status.CANCELLED,
+    (Status.REJECTED, Action.CANCEL): Status.CANCELLED,
+    (Status.APPROVED, Action.REDATE): Status.APPROVED,
 }
 
-FINAL = frozenset({Status.REJECTED, Status.COMPLETED, Status.CANCELLED})
+FINAL = frozenset({Status.COMPLETED, Status.CANCELLED})
 OPEN = frozenset(Status) - FINAL
+#: Requests someone is still working on or waiting for (a digest's "open requests").
+ACTIVE = frozenset({Status.RECEIVED, Status.QUOTED, Status.APPROVED})
 
 _WHY = {
-    Action.QUOTE: "only a received, quoted or expired request can be quoted",
+    Action.QUOTE: "only a received, quoted, rejected or expired request can be quoted",
     Action.APPROVE: "only a quoted request can be approved",
     Action.REJECT: "only a quoted request can be rejected",
     Action.EXPIRE: "only a quoted request can expire",
     Action.COMPLETE: "only an approved request can be completed",
-    Action.CANCEL: "a rejected, completed or cancelled request cannot be cancelled",
+    Action.CANCEL: "a completed or cancelled request cannot be cancelled",
+    Action.REDATE: "only an approved request's completion date can be moved",
 }
 
 

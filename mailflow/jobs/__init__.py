@@ -86,10 +86,7 @@ def run_due(engine: Engine, desk: Desk) -> list[JobReport]:
     reports = []
     for name, _, run in job_crons(desk.settings):
         try:
-            if run is run_digest:
-                reports.append(run_digest(engine, desk, baseline_if_first=True))
-            else:
-                reports.append(run(engine, desk))
+            reports.append(run(engine, desk))
         except Exception as error:
             log.exception("job %s failed", name)
             reports.append(JobReport(name, skipped=True, reason="failed",

@@ -1,19 +1,28 @@
-"""Job 5, digest: each active client's balance digest of the period.
+"""Job 5, digest: each active client's summary since its previous digest.
+
+    One meaning for `digest --dry-run`, `digest` and `jobs run`: the digest
+    due now is the one of the latest `schedule.digest_cron` fire time, and
+    each client's covers the time since its previous digest
+    (``ClientMailState.digest_through``) or, for its first, since the client
+    was created; a client created after the fire time gets none yet.  It
+    lists the open requests with their state and dates, what was closed and
+    used in the period, the lots with their last usable days, credits
+    expiring within ``schedule.expiry_warning_days`` first of all, and two
+    small charts (credits by month of expiry; credits used per month over the
+    six months up to the day before the digest) as PNG, drawn once per
+    distinct data set (`mailflow.chart`).
 
     Commits in chunks of clients (``DIGEST_CHUNK``) so memory stays bounded.
     Each client's message is written with a ``job_run`` row
-    ``("digest-sent", "<period>/<client id>")`` in the same transaction; a
-    ``("digest", "<period>")`` row closes the period after the last chunk.  A
-    rerun of a period that crashed half-way sends only to the clients not yet
-    marked.  The data of a chunk comes from a handful of grouped queries
-    (contacts, requests, spending, lots with their remainders), not from
-    queries per client, and its outbox rows — the rows ``queue_message(
-    template="client/digest", auto=False)`` would write: same renderer, same
-    context keys, same columns — go in with one INSERT per chunk.  Calling
-    ``queue_message`` per client would read each balance again (three queries)
-    and flush each row on its own: about 3.8 ms of CPU per digest that way,
-    1.5 ms (mostly Jinja) with the bulk path — 10,000 clients in about 15 s of
-    CPU on SQLite.
+    ``("digest-sent", "<period>/<client id>")`` and its ``digest_through`` in
+    the same transaction; a ``("digest", "<period>")`` row closes the period
+    after the last chunk.  A rerun of a period that crashed half-way sends
+    only to the clients not yet marked.  The data of a chunk comes from a
+    handful of grouped queries (contacts, states, requests, usage, lots with
+    their remainders), not from queries per client, and its outbox rows —
+    the rows ``queue_message(template="client/digest", auto=False)`` would
+    write: same renderer, same context keys, same columns — go in with one
+    INSERT per chunk.
 """
 
 from __future__ import annotations
@@ -22,16 +31,17 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, or_
+from sqlalchemy import and_, exists, func, insert, or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from mailflow.core.ledger import EntryKind, LotBalance, summarise
-from mailflow.core.states import Status
+from mailflow.chart import chart_data_uri
+from mailflow.core.ledger import EntryKind, LotBalance, start_of_day, summarise
+from mailflow.core.states import ACTIVE, Status
 from mailflow.db import transaction
 from mailflow.desk import Desk
 from mailflow.jobs.schedule import (
@@ -47,17 +57,34 @@ from mailflow.jobs.schedule import (
     period_key,
     previous_fire,
 )
-from mailflow.models import Client, Contact, Entry, JobRun, Lot, Outbox, OutboxStatus, Request
+from mailflow.models import (
+    Client,
+    ClientMailState,
+    Contact,
+    Entry,
+    JobRun,
+    Lot,
+    Outbox,
+    OutboxStatus,
+    Quote,
+    Request,
+)
 from mailflow.poller import advisory_lock
-from mailflow.render import Rendered
-from mailflow.services.outbox import new_message_id
+from mailflow.render import Rendered, last_usable_day
+from mailflow.services.outbox import new_message_id, price_context
 
 DIGEST_CHUNK = 500             # clients per transaction
 DIGEST_SENT_JOB = "digest-sent"  # job_run rows ("digest-sent", "<period>/<client id>")
+USAGE_MONTHS = 6               # months in the usage chart
+CLOSED = (Status.COMPLETED, Status.REJECTED, Status.EXPIRED, Status.CANCELLED)
 
 
 @dataclass(frozen=True)
 class DigestPeriod:
+    """The digest due now: its key and end (the fire time).  `start` is the
+    fire before, the start of the period of a client that had the previous
+    digest; a client's own start is in its message's context."""
+
     key: str
     start: datetime
     end: datetime
@@ -89,6 +116,7 @@ def _balances(session: Session, desk: Desk, client_ids: Sequence[int]) -> dict[i
         lots[lot.client_id].append((lot, int(left)))
     now = desk.now()
     price = desk.settings.credits.price_yen
+    price_terms = price_context(desk)
     result: dict[int, dict] = {}
     for client_id in client_ids:
         pairs = lots.get(client_id, [])
@@ -100,6 +128,7 @@ def _balances(session: Session, desk: Desk, client_ids: Sequence[int]) -> dict[i
                              "expires_at": summary.next_expiry_at}
                             if summary.next_expiry_at is not None else None),
             "never_expiring": summary.never_expiring, "price_yen": price,
+            "price": price_terms,
             "lots": [{"kind": str(lot.kind), "remaining": left, "expires_at": lot.expires_at,
                       "credits": lot.credits, "granted_at": lot.granted_at}
                      for lot, left in pairs
@@ -108,39 +137,97 @@ def _balances(session: Session, desk: Desk, client_ids: Sequence[int]) -> dict[i
     return result
 
 
-def _digest_requests(session: Session, desk: Desk, period: DigestPeriod,
-                     client_ids: Sequence[int]) -> dict[int, dict[str, list[dict]]]:
-    """Per client: open and approved requests as they stand, and those completed
-    (or whose quote expired) in the period — one query."""
-    in_period = and_(Request.updated_at >= period.start, Request.updated_at < period.end)
+def _starts(session: Session, clients: Sequence[Client]) -> dict[int, datetime]:
+    """Where each client's period starts: the end of its previous digest, or
+    its creation — one query."""
+    ids = [client.id for client in clients]
+    rows = session.exec(select(ClientMailState.client_id, ClientMailState.digest_through)
+                        .where(ClientMailState.client_id.in_(ids),
+                               ClientMailState.digest_through.is_not(None)))
+    through = {client_id: at for client_id, at in rows}
+    return {client.id: through.get(client.id) or client.created_at for client in clients}
+
+
+def _digest_requests(session: Session, desk: Desk, end: datetime,
+                     starts: dict[int, datetime]) -> dict[int, dict[str, list[dict]]]:
+    """Per client: open requests as they stand (with their quote's validity),
+    and those closed in its period — one query."""
+    earliest = min(starts.values())
     rows = session.exec(
-        select(Request).where(
-            Request.client_id.in_(client_ids), Request.created_at < period.end,
-            or_(Request.status.in_([Status.RECEIVED, Status.QUOTED, Status.APPROVED]),
-                and_(Request.status.in_([Status.COMPLETED, Status.EXPIRED]), in_period)))
+        select(Request, Quote.valid_until)
+        .outerjoin(Quote, Quote.id == Request.current_quote_id)
+        .where(Request.client_id.in_(list(starts)), Request.created_at < end,
+               or_(Request.status.in_(list(ACTIVE)),
+                   and_(Request.status.in_(list(CLOSED)), Request.updated_at >= earliest,
+                        Request.updated_at < end)))
         .order_by(Request.id))
-    grouped: dict[int, dict[str, list[dict]]] = defaultdict(
-        lambda: {"open": [], "approved": [], "completed": []})
-    lists = {Status.RECEIVED: "open", Status.QUOTED: "open", Status.EXPIRED: "open",
-             Status.APPROVED: "approved", Status.COMPLETED: "completed"}
-    for request in rows:
+    grouped: dict[int, dict[str, list[dict]]] = defaultdict(lambda: {"open": [], "closed": []})
+    for request, valid_until in rows:
         status = Status(request.status)
-        grouped[request.client_id][lists[status]].append(
-            {"tag": desk.tag(request.id), "number": request.id, "subject": request.subject,
-             "status": status.value, "credits": request.credits, "due": request.due})
+        item = {"tag": desk.tag(request.id), "number": request.id, "subject": request.subject,
+                "status": status.value, "credits": request.credits, "due": request.due,
+                "received": request.created_at,
+                "valid_until": valid_until if status is Status.QUOTED else None}
+        if status in ACTIVE:
+            grouped[request.client_id]["open"].append(item)
+        elif request.updated_at >= starts[request.client_id]:
+            grouped[request.client_id]["closed"].append({**item, "closed": request.updated_at})
     return grouped
 
 
-def _digest_spent(session: Session, period: DigestPeriod,
-                  client_ids: Sequence[int]) -> dict[int, int]:
-    """Credits used in the period: debits less refunds, per client — one query."""
+def _usage_months(desk: Desk, end: datetime) -> list[date]:
+    """The first days of the `USAGE_MONTHS` calendar months up to the day before `end`."""
+    last = (end.astimezone(desk.tz) - timedelta(days=1)).date().replace(day=1)
+    months = [last]
+    for _ in range(USAGE_MONTHS - 1):
+        months.append((months[-1] - timedelta(days=1)).replace(day=1))
+    return months[::-1]
+
+
+def _digest_usage(session: Session, desk: Desk, end: datetime, starts: dict[int, datetime],
+                  months: list[date]) -> dict[int, dict[str, Any]]:
+    """Per client: credits used in its period by request (debits less refunds),
+    and per month of the usage chart — one query."""
+    since = min(min(starts.values()), start_of_day(months[0], desk.tz))
     rows = session.exec(
-        select(Entry.client_id, func.sum(Entry.delta))
-        .where(Entry.client_id.in_(client_ids),
+        select(Entry.client_id, Entry.request_id, Entry.at, Entry.delta, Request.subject)
+        .outerjoin(Request, Request.id == Entry.request_id)
+        .where(Entry.client_id.in_(list(starts)),
                Entry.kind.in_([EntryKind.DEBIT, EntryKind.REFUND]),
-               Entry.at >= period.start, Entry.at < period.end)
-        .group_by(Entry.client_id))
-    return {client_id: -int(total or 0) for client_id, total in rows}
+               Entry.at >= since, Entry.at < end)
+        .order_by(Entry.id))
+    usage: dict[int, dict[str, Any]] = defaultdict(
+        lambda: {"requests": {}, "months": dict.fromkeys(months, 0)})
+    for client_id, request_id, at, delta, subject in rows:
+        data = usage[client_id]
+        month = at.astimezone(desk.tz).date().replace(day=1)
+        if month in data["months"]:
+            data["months"][month] -= delta
+        if at >= starts[client_id]:
+            item = data["requests"].setdefault(request_id, {
+                "tag": desk.tag(request_id) if request_id else None, "subject": subject,
+                "credits": 0})
+            item["credits"] -= delta
+    return usage
+
+
+def _expiry_months(desk: Desk, lots: list[dict]) -> list[dict]:
+    """Credits by the month of their last usable day (never-expiring ones apart)."""
+    months: dict[date, int] = defaultdict(int)
+    for lot in lots:
+        if lot["expires_at"] is not None:
+            months[last_usable_day(lot["expires_at"], desk.tz).replace(day=1)] += lot["remaining"]
+    return [{"month": month, "credits": credits} for month, credits in sorted(months.items())]
+
+
+def digest_chart(expiry: list[dict], usage: list[dict]) -> dict[str, Any]:
+    """The chart data and its two images (None: nothing to draw)."""
+    def bars(items: list[dict]) -> list[tuple[str, int]]:
+        return [(item["month"].strftime("%Y-%m"), item["credits"]) for item in items]
+
+    return {"expiry": expiry, "usage": usage,
+            "expiry_image": chart_data_uri("expiry", bars(expiry)) if expiry else None,
+            "usage_image": chart_data_uri("usage", bars(usage))}
 
 
 @dataclass
@@ -152,23 +239,41 @@ class DigestMessage:
 
 def digest_messages(session: Session, desk: Desk, period: DigestPeriod,
                     clients: Sequence[Client]) -> list[DigestMessage]:
-    """The digests of a chunk of clients (only those with a contact), data only."""
+    """The digests of a chunk of clients (only those with a contact, created
+    before the period's end), data only."""
+    clients = [client for client in clients if client.created_at < period.end]
+    if not clients:
+        return []
     ids = [client.id for client in clients]
     emails = _emails_by_client(session, ids)
-    requests = _digest_requests(session, desk, period, ids)
-    spent = _digest_spent(session, period, ids)
+    starts = _starts(session, clients)
+    requests = _digest_requests(session, desk, period.end, starts)
+    months = _usage_months(desk, period.end)
+    usage = _digest_usage(session, desk, period.end, starts, months)
     balances = _balances(session, desk, ids)
-    shown = {"start": period.start.astimezone(desk.tz).date(),
-             "end": (period.end - timedelta(microseconds=1)).astimezone(desk.tz).date()}
+    now = desk.now()
+    warning_days = desk.settings.schedule.expiry_warning_days
+    soon = now + timedelta(days=warning_days)
     messages = []
     for client in clients:
         if not emails.get(client.id):
             continue
-        lists = requests.get(client.id) or {"open": [], "approved": [], "completed": []}
+        balance = balances[client.id]
+        lists = requests.get(client.id) or {"open": [], "closed": []}
+        used = usage.get(client.id) or {"requests": {}, "months": dict.fromkeys(months, 0)}
+        spent = [item for item in used["requests"].values() if item["credits"]]
+        expiring = [{"credits": lot["remaining"], "expires_at": lot["expires_at"]}
+                    for lot in balance["lots"]
+                    if lot["expires_at"] is not None and lot["expires_at"] <= soon]
+        chart = digest_chart(
+            _expiry_months(desk, balance["lots"]),
+            [{"month": month, "credits": credits} for month, credits in used["months"].items()])
         messages.append(DigestMessage(client, emails[client.id], {
             "client": {"name": client.name, "lang": client.lang},
-            "balance": balances[client.id],
-            "period": shown, **lists, "spent": spent.get(client.id, 0)}))
+            "balance": balance,
+            "period": {"start": starts[client.id], "end": period.end}, **lists,
+            "used": spent, "spent": sum(item["credits"] for item in spent),
+            "expiring_soon": expiring, "warning_days": warning_days, "chart": chart}))
     return messages
 
 
@@ -193,30 +298,30 @@ def _outbox_row(desk: Desk, message: DigestMessage, rendered: Rendered) -> dict[
             "created_at": now, "sent_at": None}
 
 
-def _eligible_clients(after_id: int, limit: int):
+def _eligible(end: datetime):
     has_contact = exists().where(Contact.client_id == Client.id)
-    return (select(Client).where(Client.active.is_(True), Client.id > after_id, has_contact)
+    return and_(Client.active.is_(True), has_contact, Client.created_at < end)
+
+
+def _eligible_clients(end: datetime, after_id: int, limit: int):
+    return (select(Client).where(_eligible(end), Client.id > after_id)
             .order_by(Client.id).limit(limit))
 
 
-def count_digest_clients(session: Session) -> int:
-    has_contact = exists().where(Contact.client_id == Client.id)
-    return session.exec(select(func.count()).select_from(Client)
-                        .where(Client.active.is_(True), has_contact)).one()
+def count_digest_clients(session: Session, end: datetime) -> int:
+    return session.exec(select(func.count()).select_from(Client).where(_eligible(end))).one()
 
 
 def run_digest(engine: Engine, desk: Desk, *, dry_run: bool = False,
                progress: Callable[[int, int], None] | None = None,
-               collect: bool = False, chunk: int = DIGEST_CHUNK,
-               baseline_if_first: bool = False) -> JobReport:
+               collect: bool = False, chunk: int = DIGEST_CHUNK) -> JobReport:
     """Queue the digest of the period due now for every active client with a contact.
 
     `dry_run` renders the messages into `report.results` (with their text) and
     writes nothing.  `collect` keeps one result per client.  `progress(done,
-    total)` is called after each chunk.  `baseline_if_first` (catch-up at
-    start, `jobs run`): on a desk that never sent a digest, the period due now
-    is recorded as done without sending — a fresh install does not mail a
-    summary of the time before it existed; digests start with the next period."""
+    total)` is called after each chunk.  The same clients, periods and texts
+    whether previewed, run by hand or by the scheduler (`jobs run`): a client
+    created after the fire time waits for the next digest."""
     job = "digest"
     period = digest_period(desk)
     if period is None:
@@ -232,14 +337,7 @@ def run_digest(engine: Engine, desk: Desk, *, dry_run: bool = False,
             if _is_done(session, job, period.key):
                 report.skipped, report.reason = True, "already done"
                 return report
-            never = session.exec(select(JobRun.id).where(
-                JobRun.job.in_([job, "digest-sent"]))).first() is None
-            if baseline_if_first and never and not dry_run:
-                _mark(session, desk, job, period.key)
-                report.skipped = True
-                report.reason = "first run: this period is the baseline, nothing sent"
-                return report
-            total = count_digest_clients(session)
+            total = count_digest_clients(session, period.end)
         try:
             _digest_chunks(engine, desk, period, report, dry_run=dry_run, progress=progress,
                            collect=collect or dry_run, total=total, chunk=chunk)
@@ -261,7 +359,7 @@ def _digest_chunks(engine: Engine, desk: Desk, period: DigestPeriod, report: Job
     for _ in range(MAX_CHUNKS):
         session_scope = _read_only(engine) if dry_run else transaction(engine)
         with session_scope as session:
-            clients = list(session.exec(_eligible_clients(last_id, chunk)))
+            clients = list(session.exec(_eligible_clients(period.end, last_id, chunk)))
             if not clients:
                 break
             last_id = clients[-1].id
@@ -286,10 +384,11 @@ def _digest_chunks(engine: Engine, desk: Desk, period: DigestPeriod, report: Job
                 if collect:
                     report.results.append(result)
             if rows:
-                # One statement each for the chunk: the markers and the messages
-                # commit together, or neither does.
+                # One statement each for the chunk: the markers, the messages and
+                # where each client's next period starts commit together, or none does.
                 session.execute(insert(JobRun), marks)
                 session.execute(insert(Outbox), rows)
+                _record_through(session, [row["client_id"] for row in rows], period.end)
             already = len(clients) - len(pending)
             report.done["already_sent"] += already
             if collect:
@@ -299,6 +398,19 @@ def _digest_chunks(engine: Engine, desk: Desk, period: DigestPeriod, report: Job
         seen += len(clients)
         if progress is not None:
             progress(seen, max(total, seen))
+
+
+def _record_through(session: Session, client_ids: list[int], end: datetime) -> None:
+    """Each client's next digest starts at `end`: one UPDATE and one INSERT a chunk."""
+    have = set(session.exec(select(ClientMailState.client_id)
+                            .where(ClientMailState.client_id.in_(client_ids))))
+    if have:
+        session.execute(update(ClientMailState),
+                        [{"client_id": cid, "digest_through": end} for cid in have])
+    new = [{"client_id": cid, "digest_through": end, "low_balance_at": None}
+           for cid in client_ids if cid not in have]
+    if new:
+        session.execute(insert(ClientMailState), new)
 
 
 class _read_only:

@@ -28,7 +28,7 @@ from mailflow.core.ledger import (
 )
 from mailflow.desk import Desk
 from mailflow.errors import InsufficientCredits, MailflowError
-from mailflow.models import Client, Entry, Lot
+from mailflow.models import Client, ClientMailState, Entry, Lot, Request
 from mailflow.services import bounds
 
 
@@ -116,7 +116,10 @@ def add_lot(session: Session, desk: Desk, *, client: Client, kind: LotKind, cred
                       actor=actor, at=granted_at, note=note or f"{kind.value} lot"))
     session.flush()
     forget_lots(session, client.id)
-    sweep_expired(session, desk, client.id)
+    # Credits came in: no low-balance notice here (an imported balance that is
+    # already expired is history, not news).
+    sweep_expired(session, desk, client.id, notify=False)
+    clear_low_balance(session, desk, client.id)
     return lot
 
 
@@ -124,7 +127,7 @@ def debit(session: Session, desk: Desk, *, client_id: int, credits: int, request
           actor: str, note: str | None = None) -> tuple[Draw, ...]:
     """Take `credits` for a request, soonest-expiring lots first — all or nothing."""
     lock_client(session, client_id)
-    sweep_expired(session, desk, client_id)
+    sweep_expired(session, desk, client_id, notify=False)  # the debit's caller checks
     now = desk.now()
     allocation = allocate_debit(lot_balances(session, client_id), credits, now)
     if not allocation.ok:
@@ -193,9 +196,28 @@ def adjust(session: Session, desk: Desk, *, client: Client, delta: int, reason: 
     return Adjustment(delta, None, allocation.draws, balance(session, desk, client.id).available)
 
 
+@dataclass(frozen=True)
+class Refund:
+    """What a refund gave back: `credits` in all, of which `written_off` went to
+    lots that had expired meanwhile and were written off at once (each with the
+    instant it expired, in `expired`); the rest is usable again."""
+
+    credits: int
+    written_off: int
+    expired: tuple[tuple[int, datetime], ...] = ()
+
+    @property
+    def usable(self) -> int:
+        return self.credits - self.written_off
+
+
 def refund(session: Session, desk: Desk, *, client_id: int, request_id: int, actor: str,
-           note: str | None = None) -> int:
-    """Give a request's debits back to the lots they came from; returns the credits."""
+           note: str | None = None) -> Refund:
+    """Give a request's debits back to the lots they came from.
+
+    A refund onto a lot that has expired meanwhile is written off at once, by
+    an `expiry` entry written (and dated) now, after the refund: the statement
+    then reads in the order things happened."""
     lock_client(session, client_id)
     entries = session.exec(select(Entry).where(Entry.request_id == request_id,
                                                Entry.kind.in_([EntryKind.DEBIT,
@@ -204,21 +226,34 @@ def refund(session: Session, desk: Desk, *, client_id: int, request_id: int, act
     earlier = [Draw(e.lot_id, e.delta) for e in entries if e.kind == EntryKind.REFUND]
     now = desk.now()
     draws = refund_draws(debits, earlier)
+    lots = {lot.id: lot for lot, _ in lots_with_remaining(session, client_id)}
+    expired: list[tuple[int, datetime]] = []
     for draw in draws:
         session.add(Entry(client_id=client_id, lot_id=draw.lot_id, delta=draw.credits,
                           kind=EntryKind.REFUND, request_id=request_id, actor=actor, at=now,
                           note=note))
     session.flush()
+    for draw in draws:
+        expires_at = lots[draw.lot_id].expires_at
+        if expires_at is not None and expires_at <= now:
+            session.add(Entry(client_id=client_id, lot_id=draw.lot_id, delta=-draw.credits,
+                              kind=EntryKind.EXPIRY, request_id=request_id, actor="system",
+                              at=now, note="refund onto an expired lot"))
+            expired.append((draw.credits, expires_at))
+    session.flush()
     forget_lots(session, client_id)
-    # A refund onto a lot that has expired meanwhile is written off at once.
-    sweep_expired(session, desk, client_id)
-    return sum(draw.credits for draw in draws)
+    clear_low_balance(session, desk, client_id)
+    return Refund(credits=sum(draw.credits for draw in draws),
+                  written_off=sum(credits for credits, _ in expired), expired=tuple(expired))
 
 
-def sweep_expired(session: Session, desk: Desk, client_id: int | None = None) -> int:
+def sweep_expired(session: Session, desk: Desk, client_id: int | None = None, *,
+                  notify: bool = True) -> int:
     """Write `expiry` entries for the remainders of expired lots; returns credits written off.
 
-    Idempotent: a swept lot has nothing left, so a second sweep writes nothing."""
+    Idempotent: a swept lot has nothing left, so a second sweep writes nothing.
+    A client whose balance an expiry leaves low gets the low-balance notice
+    (`notify=False`: the caller checks, after the debit it sweeps for)."""
     now = desk.now()
     clients = [client_id] if client_id is not None else list(session.exec(
         select(Lot.client_id).where(Lot.expires_at <= now).distinct()
@@ -231,24 +266,99 @@ def sweep_expired(session: Session, desk: Desk, client_id: int | None = None) ->
             lock_client(session, cid)
         lots = lot_balances(session, cid)
         expires = {lot.lot_id: lot.expires_at for lot in lots}
+        written = 0
         for draw in expired_remainders(lots, now):
             session.add(Entry(client_id=cid, lot_id=draw.lot_id, delta=-draw.credits,
                               kind=EntryKind.EXPIRY, actor="system", at=expires[draw.lot_id],
                               note="expired"))
-            total += draw.credits
+            written += draw.credits
             forget_lots(session, cid)
+        total += written
+        if written and notify:
+            session.flush()
+            # The notice writes mail (services.outbox, which reads this module).
+            from mailflow.services.low_balance import check_low_balance
+
+            check_low_balance(session, desk, cid)
     session.flush()
     return total
 
 
+def clear_low_balance(session: Session, desk: Desk, client_id: int) -> None:
+    """After credits came in: a client back above `policy.low_balance_credits`
+    may be told again the next time its balance falls low."""
+    state = session.get(ClientMailState, client_id)
+    if state is None or state.low_balance_at is None:
+        return
+    if balance(session, desk, client_id).available > desk.settings.policy.low_balance_credits:
+        state.low_balance_at = None
+        session.add(state)
+        session.flush()
+
+
 def recent_entries(session: Session, client_id: int, limit: int = 20) -> list[Entry]:
+    """The newest entries first, in the order they were written (entry id): an
+    expiry dated at its lot's expiry instant but written later lists after
+    what happened before it was written."""
     return list(session.exec(select(Entry).where(Entry.client_id == client_id)
-                             .order_by(Entry.at.desc(), Entry.id.desc()).limit(limit)))
+                             .order_by(Entry.id.desc()).limit(limit)))
 
 
-def next_allotment(desk: Desk, client: Client) -> date | None:
-    """The first day of next month, when a plan client gets credits again."""
-    if not client.plan_credits:
+#: Statement line kinds (the client-visible words are in `templates/*/_labels.j2`).
+STATEMENT_KINDS = ("plan", "grant", "purchase", "debit", "refund", "expiry", "refund_expired",
+                   "adjustment")
+
+
+def statement_entries(session: Session, desk: Desk, client_id: int,
+                      limit: int = 10) -> list[dict]:
+    """The client's statement lines, newest first: client-visible facts only
+    (what kind of line, the request and its subject), never staff notes."""
+    rows = session.exec(
+        select(Entry, Lot.kind, Request.subject)
+        .join(Lot, Lot.id == Entry.lot_id)
+        .outerjoin(Request, Request.id == Entry.request_id)
+        .where(Entry.client_id == client_id).order_by(Entry.id.desc()).limit(limit))
+    lines = []
+    for entry, lot_kind, subject in rows:
+        kind = EntryKind(entry.kind).value
+        if kind == EntryKind.GRANT:
+            kind = "plan" if lot_kind == LotKind.PLAN else "grant"
+        elif kind == EntryKind.EXPIRY and entry.request_id is not None:
+            kind = "refund_expired"
+        lines.append({"at": entry.at, "delta": entry.delta, "kind": kind,
+                      "request_tag": desk.tag(entry.request_id) if entry.request_id else None,
+                      "subject": subject})
+    return lines
+
+
+@dataclass(frozen=True)
+class Allotment:
+    """A plan client's next monthly credits: when, and how many."""
+
+    at: datetime
+    credits: int
+
+
+def next_allotment(session: Session, desk: Desk, client: Client) -> Allotment | None:
+    """When the allotment job next grants this client plan credits
+    (`schedule.allotment_cron`, at most once a month), or None without a plan."""
+    if not client.plan_credits or not client.active:
         return None
-    today = desk.today()
-    return (today.replace(day=1) + timedelta(days=32)).replace(day=1)
+    # The schedule lives with the jobs, which use this module: import on use.
+    from mailflow.jobs.schedule import cron_trigger, period_key
+
+    trigger = cron_trigger(desk.settings.schedule.allotment_cron, desk.tz,
+                           key="schedule.allotment_cron")
+    granted = set(session.exec(select(Lot.period).where(Lot.client_id == client.id,
+                                                        Lot.kind == LotKind.PLAN,
+                                                        Lot.period.is_not(None))))
+    fire = trigger.get_next_fire_time(None, desk.now())
+    for _ in range(24):  # a month already granted: look from the next month on
+        if fire is None:
+            return None
+        if period_key("allotment", fire, desk.tz) not in granted:
+            return Allotment(at=fire, credits=client.plan_credits)
+        local = fire.astimezone(desk.tz)
+        next_month = (local.replace(day=1) + timedelta(days=32)).replace(day=1)
+        fire = trigger.get_next_fire_time(None, start_of_day(next_month.date(), desk.tz))
+    return None

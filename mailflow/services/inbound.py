@@ -257,10 +257,8 @@ def _answer(session: Session, desk: Desk, ctx: Context, template: str, *,
 
 
 def _balance_statement(session: Session, desk: Desk, ctx: Context) -> None:
-    entries = [{"at": e.at, "kind": e.kind, "delta": e.delta, "note": e.note,
-                "request_tag": desk.tag(e.request_id) if e.request_id else None}
-               for e in ledger.recent_entries(session, ctx.sender.id, limit=10)]
     ledger.sweep_expired(session, desk, ctx.sender.id)
+    entries = ledger.statement_entries(session, desk, ctx.sender.id, limit=10)
     queue_message(session, desk, template="client/balance", to=[ctx.msg.from_addr],
                   client=ctx.sender, auto=True, in_reply_to=ctx.msg.message_id,
                   context={"entries": entries})

@@ -18,7 +18,16 @@ from sqlmodel import Session, select
 
 from mailflow.core.ledger import summarise
 from mailflow.desk import Desk
-from mailflow.models import Client, Inbound, Outbox, OutboxAttachment, OutboxStatus, Quote, Request
+from mailflow.models import (
+    Client,
+    Contact,
+    Inbound,
+    Outbox,
+    OutboxAttachment,
+    OutboxStatus,
+    Quote,
+    Request,
+)
 from mailflow.services import credits as ledger
 
 
@@ -36,6 +45,21 @@ def new_message_id(desk: Desk) -> str:
     return f"mailflow.{uuid.uuid4().hex}@{domain}"
 
 
+def price_context(desk: Desk) -> dict[str, Any]:
+    """One credit's price as the mail states it: `yen` and its tax basis `tax`
+    (`excl`: tax is added on invoices; `incl`: tax included).
+
+    Hook for billing: until the `billing` config section exists,
+    `credits.price_yen` is stated as tax-exclusive (税抜), and `buy_by_mail`
+    (clients may reply `BUY n`) is off, so mail says to ask us instead.  With
+    the section, the basis comes from `billing.price_includes_tax` and
+    `BUY n` is offered; the tax-inclusive figure belongs here too."""
+    billing = getattr(desk.settings, "billing", None)
+    included = bool(billing is not None and getattr(billing, "price_includes_tax", False))
+    return {"yen": desk.settings.credits.price_yen, "tax": "incl" if included else "excl",
+            "buy_by_mail": billing is not None}
+
+
 def balance_context(session: Session, desk: Desk, client_id: int) -> dict[str, Any]:
     now = desk.now()
     rows = ledger.lots_with_remaining(session, client_id)
@@ -50,7 +74,8 @@ def balance_context(session: Session, desk: Desk, client_id: int) -> dict[str, A
                        "expires_at": summary.next_expiry_at}
     return {"available": summary.available, "next_expiry": next_expiry,
             "never_expiring": summary.never_expiring,
-            "price_yen": desk.settings.credits.price_yen, "lots": lots}
+            "price_yen": desk.settings.credits.price_yen, "price": price_context(desk),
+            "lots": lots}
 
 
 def request_context(desk: Desk, request: Request) -> dict[str, Any]:
@@ -68,13 +93,24 @@ def quote_context(desk: Desk, quote: Quote) -> dict[str, Any]:
             "valid_until": last_valid_day, "token": quote.token}
 
 
-def thread_ids(session: Session, request_id: int) -> list[str]:
-    """Message-IDs of a request's thread, oldest first (for References)."""
-    inbound = session.exec(select(Inbound.message_id, Inbound.received_at)
-                           .where(Inbound.request_id == request_id,
-                                  Inbound.message_id.is_not(None))).all()
-    outbound = session.exec(select(Outbox.message_id, Outbox.created_at)
-                            .where(Outbox.request_id == request_id)).all()
+def thread_ids(session: Session, request_id: int, *, client_visible: bool = False) -> list[str]:
+    """Message-IDs of a request's thread, oldest first (for References).
+
+    `client_visible`: only what the client has seen — messages from the
+    client's own addresses and our `client/` mail — never a staff notice or a
+    staff member's mail to us, whose Message-IDs would mean nothing to the
+    client's mail program (and tell it that there is more to the thread)."""
+    inbound_query = (select(Inbound.message_id, Inbound.received_at)
+                     .where(Inbound.request_id == request_id, Inbound.message_id.is_not(None)))
+    outbound_query = (select(Outbox.message_id, Outbox.created_at)
+                      .where(Outbox.request_id == request_id))
+    if client_visible:
+        client_id = select(Request.client_id).where(Request.id == request_id).scalar_subquery()
+        inbound_query = inbound_query.where(Inbound.from_addr.in_(
+            select(Contact.email).where(Contact.client_id == client_id)))
+        outbound_query = outbound_query.where(Outbox.template.startswith("client/"))
+    inbound = session.exec(inbound_query).all()
+    outbound = session.exec(outbound_query).all()
     ordered = sorted([*inbound, *outbound], key=lambda row: row[1])
     return [message_id for message_id, _ in ordered]
 
@@ -105,7 +141,8 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
     rendered = desk.renderer.render(template, language, full)
     references: list[str] = []
     if thread and request is not None and request.id is not None:
-        references = thread_ids(session, request.id)
+        references = thread_ids(session, request.id,
+                                client_visible=not template.startswith("staff/"))
     if in_reply_to and in_reply_to not in references:
         references.append(in_reply_to)
     parent = in_reply_to or (references[-1] if references else None)

@@ -12,8 +12,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from sqlalchemy import func
 from sqlmodel import Session, select
 
+from mailflow.core.quotes import earliest_due, expiring_before, last_valid_day, shortfall
 from mailflow.core.states import Action, Status, next_status
 from mailflow.desk import Desk
 from mailflow.errors import InsufficientCredits, InvalidTransition, MailflowError, NotFound
@@ -21,7 +23,8 @@ from mailflow.models import Client, Entry, Inbound, Outbox, Quote, QuoteStatus, 
 from mailflow.services import bounds
 from mailflow.services import credits as ledger
 from mailflow.services.clients import client_emails
-from mailflow.services.outbox import notify_staff, queue_message, quote_context
+from mailflow.services.low_balance import check_low_balance
+from mailflow.services.outbox import notify_staff, price_context, queue_message, quote_context
 
 STAFF = "staff"
 
@@ -93,6 +96,8 @@ def create_request(session: Session, desk: Desk, *, client: Client, requester: s
     """A new ticket, its acknowledgement to the requester and a note to staff."""
     subject = " ".join(subject.split()) or "(no subject)"
     now = desk.now()
+    first = session.exec(select(func.min(Request.id))
+                         .where(Request.client_id == client.id)).one()
     request = Request(client_id=client.id, requester=requester.lower(), subject=subject,
                       text=text, status=Status.RECEIVED, created_at=now, updated_at=now)
     session.add(request)
@@ -101,7 +106,9 @@ def create_request(session: Session, desk: Desk, *, client: Client, requester: s
     queue_message(session, desk, template="client/ack", to=[request.requester],
                   client=client, request=request, auto=auto, in_reply_to=inbound_message_id,
                   thread=False,
-                  context={"catalog_groups": catalog_groups(desk, client.lang),
+                  context={"catalog_groups": catalog_groups(desk, client.lang)
+                           if first is None else [],
+                           "first_request": desk.tag(first) if first is not None else None,
                            "similar": similar_tasks(desk, subject, text, client.lang)})
     notify_staff(session, desk, template="staff/new_request", client=client, request=request,
                  context={"from_addr": request.requester, "text": text}, thread=False)
@@ -123,23 +130,63 @@ def terms_from_task(desk: Desk, key: str, due: date, note: str | None) -> QuoteT
     return QuoteTerms(credits=item.credits, due=due, note=note)
 
 
+def quote_last_day(desk: Desk, today: date, due: date) -> date:
+    """The last day a quote sent today for `due` can be approved (DESIGN §2), or
+    a `MailflowError` saying which completion date is the earliest possible."""
+    lead = desk.settings.credits.min_lead_days
+    last = last_valid_day(today, due, valid_days=desk.settings.credits.quote_valid_days,
+                          lead_days=lead)
+    if last is None:
+        raise MailflowError(
+            f"due date {due.isoformat()} is too close: a quote is valid until"
+            f" {lead} day{'s' * (lead != 1)} before the completion date"
+            f" (credits.min_lead_days), so the earliest due date today is"
+            f" {earliest_due(today, lead_days=lead).isoformat()}")
+    return last
+
+
+def quote_terms(session: Session, desk: Desk, client: Client, quote: Quote) -> dict:
+    """What a quote (and a short approval) tells beyond the quote itself: the
+    price with its tax basis, what is missing and how to get it, and credits
+    the quote would use that expire before it does."""
+    now = desk.now()
+    lots = ledger.lot_balances(session, client.id)
+    price = price_context(desk)
+    allotment = ledger.next_allotment(session, desk, client)
+    short = shortfall(lots, quote.credits, now, valid_until=quote.valid_until,
+                      allotment_at=allotment.at if allotment else None,
+                      allotment_credits=allotment.credits if allotment else None)
+    short_context = None
+    if short is not None:
+        short_context = {
+            "credits": short.credits, "yen": short.credits * price["yen"],
+            "buy_by_mail": price["buy_by_mail"],
+            "allotment": ({"at": short.allotment_at, "credits": short.allotment_credits,
+                           "in_time": short.allotment_at < quote.valid_until}
+                          if short.allotment_at else None),
+            "waiting_covers": short.waiting_covers}
+    expiring = expiring_before(lots, quote.credits, now, quote.valid_until)
+    return {"price": price, "yen": quote.credits * price["yen"], "shortfall": short_context,
+            "expiring": [{"credits": e.credits, "expires_at": e.expires_at} for e in expiring]}
+
+
 def quote_request(session: Session, desk: Desk, *, request_id: int, terms: QuoteTerms,
                   actor: str = STAFF) -> Quote:
     """Send a quote; a re-quote voids the earlier one (its token stops working)."""
     bounds.check_credits(terms.credits, maximum=desk.settings.credits.max_credits_per_quote,
                          what="a quote", key="max_credits_per_quote")
-    if terms.due < desk.today():
+    today = desk.today()
+    if terms.due < today:
         raise MailflowError(f"due date {terms.due.isoformat()} is in the past")
-    bounds.check_date(terms.due, today=desk.today(), what="due date", past=False)
+    bounds.check_date(terms.due, today=today, what="due date", past=False)
+    last_day = quote_last_day(desk, today, terms.due)
     request = lock_request(session, request_id)
     _move(desk, request, Action.QUOTE)
     earlier = current_quote(session, request, fresh=True)
     if earlier is not None and earlier.status == QuoteStatus.OPEN:
         earlier.status = QuoteStatus.VOID
         session.add(earlier)
-    today = desk.today()
-    valid_until = ledger.start_of_day(
-        today + timedelta(days=desk.settings.credits.quote_valid_days + 1), desk.tz)
+    valid_until = ledger.start_of_day(last_day + timedelta(days=1), desk.tz)
     quote = Quote(request_id=request.id, credits=terms.credits, due=terms.due, note=terms.note,
                   token=new_token(), valid_until=valid_until, created_at=desk.now(),
                   actor=actor)
@@ -156,7 +203,8 @@ def quote_request(session: Session, desk: Desk, *, request_id: int, terms: Quote
         reply_to = f"{local}+{quote.token}@{domain}"
     row = queue_message(session, desk, template="client/quote", to=[request.requester],
                         client=client, request=request, reply_to=reply_to,
-                        context={"quote": quote_context(desk, quote)})
+                        context={"quote": quote_context(desk, quote),
+                                 **quote_terms(session, desk, client, quote)})
     quote.message_id = row.message_id
     session.add(quote)
     session.flush()
@@ -212,22 +260,21 @@ def approve_request(session: Session, desk: Desk, *, request_id: int, actor: str
         notify_staff(session, desk, template="staff/answered", client=client, request=request,
                      context={"quote": quote_context(desk, quote), "answer": "approved",
                               "by": actor})
+    check_low_balance(session, desk, request.client_id)
     return request
 
 
 def queue_shortfall(session: Session, desk: Desk, *, request: Request,
                     error: InsufficientCredits, in_reply_to: str | None = None) -> Outbox:
-    """Tell the client what is missing: credits, their price, the next allotment."""
+    """Tell the client what is missing: credits, their price, how to buy, and
+    whether the next allotment comes in time (the same facts as the quote)."""
     client = session.get(Client, request.client_id)
     quote = current_quote(session, request)
     return queue_message(
         session, desk, template="client/insufficient_credits", to=[request.requester],
         client=client, request=request, in_reply_to=in_reply_to, auto=True,
         context={"quote": quote_context(desk, quote),
-                 "shortfall": {"credits": error.shortfall,
-                               "yen": error.shortfall * desk.settings.credits.price_yen,
-                               "next_allotment": ledger.next_allotment(desk, client),
-                               "plan_credits": client.plan_credits}})
+                 **quote_terms(session, desk, client, quote)})
 
 
 def reject_request(session: Session, desk: Desk, *, request_id: int, actor: str = STAFF,
@@ -262,9 +309,10 @@ def complete_request(session: Session, desk: Desk, *, request_id: int, note: str
 
 
 def cancel_request(session: Session, desk: Desk, *, request_id: int, refund: bool = False,
-                   actor: str = STAFF) -> tuple[Request, int]:
+                   actor: str = STAFF) -> tuple[Request, ledger.Refund | None]:
     """Cancel an open request; with `refund`, an approved one's credits go back
-    to the lots they came from.  Returns the request and the credits refunded."""
+    to the lots they came from (those that expired meanwhile are written off at
+    once, and the mail says so).  Returns the request and the refund."""
     request = lock_request(session, request_id)
     was = Status(request.status)
     _move(desk, request, Action.CANCEL)
@@ -272,9 +320,9 @@ def cancel_request(session: Session, desk: Desk, *, request_id: int, refund: boo
     if quote is not None and quote.status == QuoteStatus.OPEN:
         quote.status = QuoteStatus.VOID
         session.add(quote)
-    refunded = 0
+    returned = None
     if refund and was is Status.APPROVED:
-        refunded = ledger.refund(session, desk, client_id=request.client_id,
+        returned = ledger.refund(session, desk, client_id=request.client_id,
                                  request_id=request.id, actor=actor,
                                  note=f"{desk.tag(request.id)} cancelled")
     elif refund:
@@ -283,8 +331,36 @@ def cancel_request(session: Session, desk: Desk, *, request_id: int, refund: boo
     session.add(request)
     client = session.get(Client, request.client_id)
     queue_message(session, desk, template="client/cancelled", to=[request.requester],
-                  client=client, request=request, context={"refunded": refunded})
-    return request, refunded
+                  client=client, request=request,
+                  context={"refund": {
+                      "credits": returned.credits, "usable": returned.usable,
+                      "written_off": returned.written_off,
+                      "expired": [{"credits": credits, "expires_at": at}
+                                  for credits, at in returned.expired]}
+                      if returned and returned.credits else None})
+    return request, returned
+
+
+def redate_request(session: Session, desk: Desk, *, request_id: int, due: date,
+                   note: str | None = None, actor: str = STAFF) -> Request:
+    """Move an approved request's completion date; the client is told (`client/redated`)."""
+    if due < desk.today():
+        raise MailflowError(f"due date {due.isoformat()} is in the past")
+    bounds.check_date(due, today=desk.today(), what="due date", past=False)
+    request = lock_request(session, request_id)
+    if Status(request.status) is not Status.APPROVED:
+        next_status(Status(request.status), Action.REDATE)  # raises with the reason
+    if due == request.due:
+        raise MailflowError(f"request {request.id} is already due on {due.isoformat()}")
+    before = request.due
+    _move(desk, request, Action.REDATE)
+    request.due = due
+    session.add(request)
+    client = session.get(Client, request.client_id)
+    queue_message(session, desk, template="client/redated", to=[request.requester],
+                  client=client, request=request,
+                  context={"before": before, "due": due, "note": note})
+    return request
 
 
 def expire_quote(session: Session, desk: Desk, *, request_id: int) -> Request:

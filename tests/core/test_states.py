@@ -13,6 +13,7 @@ ALLOWED = [
     (Status.RECEIVED, Action.QUOTE, Status.QUOTED),
     (Status.QUOTED, Action.QUOTE, Status.QUOTED),
     (Status.EXPIRED, Action.QUOTE, Status.QUOTED),
+    (Status.REJECTED, Action.QUOTE, Status.QUOTED),
     (Status.QUOTED, Action.APPROVE, Status.APPROVED),
     (Status.QUOTED, Action.REJECT, Status.REJECTED),
     (Status.QUOTED, Action.EXPIRE, Status.EXPIRED),
@@ -21,6 +22,8 @@ ALLOWED = [
     (Status.QUOTED, Action.CANCEL, Status.CANCELLED),
     (Status.EXPIRED, Action.CANCEL, Status.CANCELLED),
     (Status.APPROVED, Action.CANCEL, Status.CANCELLED),
+    (Status.REJECTED, Action.CANCEL, Status.CANCELLED),
+    (Status.APPROVED, Action.REDATE, Status.APPROVED),
 ]
 REFUSED = [(s, a) for s, a in itertools.product(Status, Action)
            if (s, a) not in {(s2, a2) for s2, a2, _ in ALLOWED}]
