@@ -72,9 +72,12 @@ def pg_template():
 
 
 def make_pg_database(template: str) -> str:
+    """A copy of TEMPLATE whose commits do not wait for the disk (a test database
+    outlives no crash; every transaction is still atomic and isolated)."""
     name = f"mailflow_t_{uuid.uuid4().hex[:12]}"
     with pg_admin_connection() as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
     return name
 
 
@@ -83,13 +86,51 @@ def drop_pg_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def reset_pg_database(name: str) -> bool:
+    """Empty every table of database NAME (the schema and `alembic_version` stay,
+    identities restart at 1): as good as a fresh copy of the template, in a few
+    milliseconds instead of the second or two of CREATE/DROP DATABASE.  Whatever
+    a test left connected is disconnected first.  False if it could not be done
+    (the caller then makes a fresh copy)."""
+    try:
+        with pg_admin_connection() as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        with psycopg.connect(pg_url(name).replace("+psycopg", ""), autocommit=True,
+                             connect_timeout=5) as conn:
+            conn.execute("SET lock_timeout = '5s'")
+            tables = [row[0] for row in conn.execute(
+                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'alembic_version'")]
+            if tables:
+                conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+        return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_reusable(pg_template):
+    """One migrated database for this test session, emptied before each test."""
+    template, _reason = pg_template
+    if template is None:
+        yield None
+        return
+    name = make_pg_database(template)
+    yield name
+    drop_pg_database(name)
+
+
 @pytest.fixture
-def pg_db_url(pg_template):
-    """A fresh, migrated PostgreSQL database (for tests about PostgreSQL only)."""
+def pg_db_url(pg_template, pg_reusable):
+    """A migrated PostgreSQL database with no rows (for tests about PostgreSQL only)."""
     template, reason = pg_template
     if template is None:
         unavailable(reason)
-    name = make_pg_database(template)
+    if reset_pg_database(pg_reusable):
+        yield pg_url(pg_reusable)
+        return
+    name = make_pg_database(template)  # something held on: a fresh copy instead
     yield pg_url(name)
     drop_pg_database(name)
 

@@ -31,7 +31,7 @@ def run(tmp_path, empty_db_url):
 def test_one_credit_reads_as_one_credit_and_redate_tells_the_client(run):
     today = date.today()
     run("clients", "add", "Acme", "--email", "a@acme.example")
-    assert "purchase of 1 credit (" in run("credits", "buy", "Acme", "1").output
+    assert "bought 1 credit (" in run("credits", "buy", "Acme", "1").output
     assert "Acme: 1 credit available" in run("balance", "Acme").output
     run("request", "new", "Acme", "--subject", "Banner")
     due = today + timedelta(days=7)

@@ -69,7 +69,7 @@ def test_html_alternative_and_two_files_keep_their_order(engine, mail_desk, smtp
     context = {"request": {"number": 12, "tag": "[REQ-12]", "subject": "Banner",
                            "status": "received", "text": "", "requester": "h@client.example",
                            "due": None, "credits": None},
-               "catalog_groups": [], "similar": []}
+               "catalog_groups": [], "first_request": None, "similar": []}
     files = [FileToSend("請求書 INV-2026-0002.pdf", "application/pdf", PDF),
              FileToSend("notes.txt", "text/plain", "メモ\n".encode())]
     with transaction(engine) as session:

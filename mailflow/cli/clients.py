@@ -97,7 +97,9 @@ def clients_show(app: App, client_ref: str, as_json: bool) -> None:
         client = client_service.find_client(session, client_ref)
         ledger.sweep_expired(session, desk, client.id)
         row = _client_row(session, desk, client)
-        row["next_allotment"] = ledger.next_allotment(desk, client) if client.active else None
+        allotment = ledger.next_allotment(session, desk, client)
+        row["next_allotment"] = (None if allotment is None else
+                                 {"at": allotment.at, "credits": allotment.credits})
         row["open_requests"] = [
             {"id": r.id, "tag": desk.tag(r.id), "status": r.status, "subject": r.subject,
              "credits": r.credits, "due": r.due}
@@ -105,8 +107,10 @@ def clients_show(app: App, client_ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(row)
         return
-    plan = (f"{row['plan']} credits a month (next allotment {row['next_allotment']})"
-            if row["plan"] and row["active"] else f"{row['plan']} credits a month"
+    allotment = row["next_allotment"]
+    plan = (f"{row['plan']} credits a month (next allotment {allotment['credits']} on"
+            f" {allotment['at']:%Y-%m-%d})"
+            if allotment else f"{row['plan']} credits a month"
             if row["plan"] else "no plan")
     click.echo(f"{row['name']} (client {row['id']}), "
                + ("active" if row["active"] else "deactivated: its mail is held"))
