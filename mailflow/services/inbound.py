@@ -42,7 +42,13 @@ from mailflow.models import (
 from mailflow.services import credits as ledger
 from mailflow.services import requests as requests_service
 from mailflow.services.clients import client_by_address
-from mailflow.services.outbox import notify_staff, queue_message, quote_context
+from mailflow.services.outbox import (
+    add_participants,
+    notice_files,
+    notify_staff,
+    queue_message,
+    quote_context,
+)
 
 
 @dataclass(frozen=True)
@@ -335,6 +341,9 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
     """Run the one use case the decision names; returns the status and a note."""
     verdict, msg = decision.verdict, ctx.msg
     actor = msg.from_addr or "unknown"
+    if ctx.request is not None and ctx.sender is not None \
+            and ctx.sender.id == ctx.request.client_id:
+        add_participants(session, ctx.request, _addresses(msg), desk.settings.mailbox.address)
     match verdict:
         case Verdict.OWN | Verdict.AUTOMATIC:
             return InboundStatus.IGNORED, None
@@ -346,7 +355,8 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
             ctx.request = requests_service.create_request(
                 session, desk, client=ctx.sender, requester=msg.from_addr,
                 subject=msg.subject, text=msg.text, actor=actor,
-                inbound_message_id=msg.message_id, auto=True)
+                inbound_message_id=msg.message_id, auto=True,
+                attachments=msg.attachments, participants=_addresses(msg))
         case Verdict.BALANCE:
             _balance_statement(session, desk, ctx)
         case Verdict.APPROVE:
@@ -376,10 +386,12 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
             return InboundStatus.PROCESSED, "unclear decision, client asked: " + ", ".join(
                 r for r in ctx.reading.reasons if r not in ("greeting", "closing"))
         case Verdict.COMMENT:
+            listing, files = notice_files(desk, msg.attachments)
             notify_staff(session, desk, template="staff/comment",
                          client=session.get(Client, ctx.request.client_id),
-                         request=ctx.request,
-                         context={"from_addr": msg.from_addr, "text": ctx.new_text or msg.text})
+                         request=ctx.request, attachments=files,
+                         context={"from_addr": msg.from_addr, "text": ctx.new_text or msg.text,
+                                  "attachments": listing})
         case Verdict.NOT_AUTHORISED:
             reason = decision.reason or Reason.NO_QUOTE_REFERENCE
             quote = quote_context(desk, ctx.quote) if ctx.quote else None
@@ -395,6 +407,10 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
         case Verdict.UNKNOWN_SENDER:
             return InboundStatus.HELD, _unknown_sender(session, desk, ctx)
     return InboundStatus.PROCESSED, None
+
+
+def _addresses(msg: InboundMessage) -> list[str]:
+    return [a for a in (msg.from_addr, *msg.to, *msg.cc) if a]
 
 
 # Mail no human wrote is recorded and ignored, whatever its size.

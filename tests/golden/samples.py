@@ -49,6 +49,10 @@ QUOTE = {
     "credits": 2, "due": date(2026, 4, 10), "note": "Includes one round of changes.",
     "valid_until": date(2026, 4, 9), "token": "q7hk2mzpa4nbd6xw3ryc5teuvi",
 }
+ATTACHMENTS = [
+    {"name": "logo.png", "type": "image/png", "size": 48_213, "attached": True},
+    {"name": "brief.pdf", "type": "application/pdf", "size": 31_457_280, "attached": False},
+]
 BASE = {
     "client": {"name": "Sakura Foods", "lang": "en"},
     "support": {"address": "support@agency.example", "display_name": "Agency Support"},
@@ -223,11 +227,24 @@ SAMPLES: list[Sample] = [
              problem.replace("_", "-"))
       for text, problem in (("1.5", "not_whole"), ("0", "not_positive"),
                             ("500", "over_limit"))],
+    Sample("client/reply", {"request": REQUEST, "files": [],
+                            "text": "The new banner is on the staging site:\n"
+                                    "https://staging.client.example/\n\n"
+                                    "Does it look right?\n\nSato"}),
+    Sample("client/reply", {"request": REQUEST, "files": ["mockup.png", "notes.pdf"],
+                            "text": "Two mock-ups are attached; which one do you prefer?"},
+           "files"),
     # -- staff -------------------------------------------------------------------------
     Sample("staff/new_request", {"request": REQUEST, "from_addr": "hanako@client.example",
                                  "text": "Please swap the banner on the top page."}),
+    Sample("staff/new_request", {"request": REQUEST, "from_addr": "hanako@client.example",
+                                 "text": "Please swap the banner on the top page.",
+                                 "attachments": ATTACHMENTS}, "attachments"),
     Sample("staff/comment", {"request": REQUEST, "from_addr": "hanako@client.example",
                              "text": "Could you also fix the footer?"}),
+    Sample("staff/comment", {"request": REQUEST, "from_addr": "hanako@client.example",
+                             "text": "Here is the new logo.",
+                             "attachments": ATTACHMENTS[:1]}, "attachments"),
     *[Sample("staff/held", {"from_addr": "stranger@elsewhere.example", "subject": "Hello",
                             "reason": reason, "kind": kind, **NO_CLIENT}, variant)
       for kind, reason, variant in (
