@@ -222,3 +222,34 @@ def test_attachments_are_stored_listed_saved_and_sent_to_staff(desk_cli, tmp_pat
     # The client's acknowledgement carries none of them.
     (ack,) = [m for m in outbox(desk_cli) if m["template"] == "client/ack"]
     assert ack["attachments"] == []
+
+
+# --- carbon copies ----------------------------------------------------------------------
+
+def test_answers_cc_the_clients_other_addresses_on_the_request_never_strangers(desk_cli):
+    desk_cli("clients", "add", "Other", "--email", "o@other.example")
+    outcome = mail_in(desk_cli, request_mail(
+        cc="B@acme.example, stranger@else.example, o@other.example", files=()))
+    number = str(outcome.request_id)
+    (ack,) = [m for m in outbox(desk_cli) if m["template"] == "client/ack"]
+    assert (ack["to"], ack["cc"]) == ("a@acme.example", "b@acme.example")
+    desk_cli("reply", number, "--text", "Noted.")
+    desk_cli("quote", number, "--credits", "1",
+             "--due", (date.today() + timedelta(days=7)).isoformat())
+    answers = [m for m in outbox(desk_cli) if m["template"].startswith("client/")]
+    assert {m["cc"] for m in answers} == {"b@acme.example"}
+    assert json.loads(desk_cli("show", number, "--json").stdout)["cc"] == ["b@acme.example"]
+    # Staff notices copy nobody; an address removed from the client is no longer copied.
+    assert all(m["cc"] is None for m in outbox(desk_cli) if m["template"].startswith("staff/"))
+    desk_cli("clients", "address", "remove", "Acme", "b@acme.example")
+    desk_cli("reply", number, "--text", "Again.")
+    assert outbox(desk_cli)[-1]["cc"] is None
+
+
+def test_cc_client_contacts_false_copies_nobody(desk_cli):
+    config = yaml.safe_load(desk_cli.config.read_text())
+    config["policy"] = {"cc_client_contacts": False}
+    desk_cli.config.write_text(yaml.safe_dump(config))
+    outcome = mail_in(desk_cli, request_mail(cc="b@acme.example", files=()))
+    desk_cli("reply", str(outcome.request_id), "--text", "Noted.")
+    assert all(m["cc"] is None for m in outbox(desk_cli))
