@@ -13,13 +13,21 @@ from datetime import date
 from sqlalchemy import func, or_
 from sqlmodel import Session, select
 
+from mailflow.core.staffmail import StaffAction, StaffCommand, read_staff_mail
 from mailflow.core.states import Status
 from mailflow.desk import Desk
 from mailflow.errors import MailflowError, NotFound
 from mailflow.models import Attachment, Client, Inbound, Outbox, Request, RequestNote
 from mailflow.services import bounds
 from mailflow.services.outbox import FileToSend, queue_message
-from mailflow.services.requests import STAFF, get_request, lock_request
+from mailflow.services.requests import (
+    STAFF,
+    QuoteTerms,
+    complete_request,
+    get_request,
+    lock_request,
+    quote_request,
+)
 
 #: Open states: a request in one of these still needs staff.
 OPEN = (Status.RECEIVED, Status.QUOTED, Status.APPROVED, Status.EXPIRED, Status.REJECTED)
@@ -159,3 +167,84 @@ def request_file(session: Session, request_id: int, number: int) -> tuple[Stored
         raise MailflowError(f"attachment {number} of request {request_id} was not kept"
                             " (it was over policy.max_message_mb); see the original mail")
     return found, data
+
+
+# --- staff by mail (DESIGN §3 rule 8) -------------------------------------------------
+
+def _run(session: Session, desk: Desk, request: Request, member: str,
+         command: StaffCommand) -> str:
+    """Carry out one staff command; returns what was done, in a few words."""
+    tag = desk.tag(request.id)
+    match command.action:
+        case StaffAction.QUOTE:
+            due = command.due or request.due
+            if due is None:
+                raise MailflowError(f"{tag} has no due date yet: QUOTE n DUE date")
+            terms = QuoteTerms(credits=command.credits, due=due, note=command.text)
+            quote = quote_request(session, desk, request_id=request.id, terms=terms,
+                                  actor=member)
+            return (f"quoted {quote.credits} credit{'s' * (quote.credits != 1)},"
+                    f" due {quote.due.isoformat()}")
+        case StaffAction.COMPLETE:
+            complete_request(session, desk, request_id=request.id, note=command.text,
+                             actor=member)
+            return "completed; the client is told"
+        case StaffAction.NOTE:
+            add_note(session, desk, request_id=request.id, text=command.text, author=member)
+            return "note added"
+        case StaffAction.ASSIGN:
+            owner = assign_request(session, desk, request_id=request.id,
+                                   name=command.text).owner
+            return f"assigned to {owner}"
+    raise AssertionError(command.action)  # pragma: no cover
+
+
+def _tell(session: Session, desk: Desk, request: Request, to: str, in_reply_to: str | None,
+          line: str, ok: bool) -> None:
+    queue_message(session, desk, template="staff/command_result", to=[to],
+                  client=session.get(Client, request.client_id), request=request,
+                  lang=desk.settings.language, auto=True, in_reply_to=in_reply_to,
+                  context={"line": line, "ok": ok})
+
+
+def handle_staff_mail(session: Session, desk: Desk, *, request: Request, sender: str,
+                      text: str, attachments: Sequence = (),
+                      message_id: str | None = None) -> str:
+    """A staff member's reply to a staff notice: run its command lines, send the
+    rest of its new text (with its attachments) to the client, and answer the
+    member with one line: what was done, or the exact problem — then nothing
+    was done at all (the commands and the message are one unit)."""
+    member = desk.settings.staff.member_by_address(sender)
+    name = member.name if member else sender
+    reading = read_staff_mail(text, desk.today())
+    files = [FileToSend(a.filename or f"attachment-{n}", a.content_type, a.data)
+             for n, a in enumerate(attachments, start=1) if a.data]
+    problem = None
+    if reading.errors:
+        problem = "; ".join(f"{e.line!r}: {e.problem}" for e in reading.errors)
+    elif not reading.commands and not reading.message:
+        problem = ("nothing to do: no text for the client and no command line"
+                   " (QUOTE, COMPLETE, NOTE, ASSIGN)")
+    done: list[str] = []
+    if problem is None:
+        try:
+            with session.begin_nested():
+                for command in reading.commands:
+                    done.append(_run(session, desk, request, name, command))
+                if reading.message:
+                    row = reply_to_client(session, desk, request_id=request.id,
+                                          text=reading.message, files=files, actor=name)
+                    done.append(f"sent to {row.to_addrs}"
+                                + (f" (cc {row.cc_addrs})" if row.cc_addrs else "")
+                                + (f" with {len(files)} file{'s' * (len(files) != 1)}"
+                                   if files else ""))
+        except MailflowError as error:
+            problem, done = str(error), []
+    tag = desk.tag(request.id)
+    if problem is not None:
+        _tell(session, desk, request, sender, message_id,
+              f"{tag} nothing done: {problem}", ok=False)
+        return f"staff mail from {name} refused: {problem}"
+    line = f"{tag} " + "; ".join(done)
+    _tell(session, desk, request, sender, message_id, line, ok=True)
+    return f"staff mail from {name}: " + "; ".join(done)

@@ -242,6 +242,12 @@ SAMPLES: list[Sample] = [
                                  "attachments": ATTACHMENTS}, "attachments"),
     Sample("staff/comment", {"request": REQUEST, "from_addr": "hanako@client.example",
                              "text": "Could you also fix the footer?"}),
+    Sample("staff/command_result", {"request": REQUEST, "ok": True,
+                                    "line": "[REQ-12] quoted 2 credits, due 2026-04-10;"
+                                            " sent to hanako@client.example"}),
+    Sample("staff/command_result", {"request": REQUEST, "ok": False,
+                                    "line": "[REQ-12] nothing done: 'QUOTE 2 DUE 4/31':"
+                                            " '4/31' is not a date: no such day"}, "error"),
     Sample("staff/comment", {"request": REQUEST, "from_addr": "hanako@client.example",
                              "text": "Here is the new logo.",
                              "attachments": ATTACHMENTS[:1]}, "attachments"),
@@ -250,6 +256,8 @@ SAMPLES: list[Sample] = [
       for kind, reason, variant in (
           ("unknown_sender", "unknown sender", ""),
           ("forged", "DMARC check failed: the sender address is forged", "forged"),
+          ("staff_command", "staff command 'COMPLETE' from stranger@elsewhere.example, not"
+           " in staff.members: nothing done", "staff_command"),
           ("oversize", "30.0 MB, over policy.max_message_mb (25)", "oversize"))],
     Sample("staff/held", {"from_addr": "hanako@client.example", "subject": "Banner",
                           "reason": "client deactivated", "kind": "inactive_client",
