@@ -253,3 +253,19 @@ def test_cc_client_contacts_false_copies_nobody(desk_cli):
     outcome = mail_in(desk_cli, request_mail(cc="b@acme.example", files=()))
     desk_cli("reply", str(outcome.request_id), "--text", "Noted.")
     assert all(m["cc"] is None for m in outbox(desk_cli))
+
+
+def test_staff_notice_attaches_files_in_order_within_max_message_mb():
+    from mailflow.config import settings_from_mapping
+    from mailflow.core.message import Attachment
+    from mailflow.services.outbox import notice_files
+
+    desk = Desk(settings_from_mapping({"policy": {"max_message_mb": 0.001}}))  # 1,048 bytes
+    found = [Attachment("a.txt", "text/plain", 600, b"a" * 600),
+             Attachment("big.pdf", "application/pdf", 900, b"b" * 900),
+             Attachment(None, "image/png", 400, b"c" * 400),
+             Attachment("huge.zip", "application/zip", 10**8, b"", truncated=True)]
+    listing, files = notice_files(desk, found)
+    assert [(f["name"], f["attached"]) for f in listing] == [
+        ("a.txt", True), ("big.pdf", False), ("attachment-3", True), ("huge.zip", False)]
+    assert [f.filename for f in files] == ["a.txt", "attachment-3"]

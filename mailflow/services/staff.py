@@ -172,39 +172,56 @@ def request_file(session: Session, request_id: int, number: int) -> tuple[Stored
 # --- staff by mail (DESIGN §3 rule 8) -------------------------------------------------
 
 def _run(session: Session, desk: Desk, request: Request, member: str,
-         command: StaffCommand) -> str:
-    """Carry out one staff command; returns what was done, in a few words."""
-    tag = desk.tag(request.id)
+         command: StaffCommand) -> dict:
+    """Carry out one staff command; returns what was done (for the answer)."""
     match command.action:
         case StaffAction.QUOTE:
             due = command.due or request.due
             if due is None:
-                raise MailflowError(f"{tag} has no due date yet: QUOTE n DUE date")
+                raise MailflowError(f"{desk.tag(request.id)} has no due date yet:"
+                                    " QUOTE n DUE date")
             terms = QuoteTerms(credits=command.credits, due=due, note=command.text)
             quote = quote_request(session, desk, request_id=request.id, terms=terms,
                                   actor=member)
-            return (f"quoted {quote.credits} credit{'s' * (quote.credits != 1)},"
-                    f" due {quote.due.isoformat()}")
+            return {"what": "quoted", "credits": quote.credits, "due": quote.due}
         case StaffAction.COMPLETE:
             complete_request(session, desk, request_id=request.id, note=command.text,
                              actor=member)
-            return "completed; the client is told"
+            return {"what": "completed"}
         case StaffAction.NOTE:
             add_note(session, desk, request_id=request.id, text=command.text, author=member)
-            return "note added"
+            return {"what": "note"}
         case StaffAction.ASSIGN:
             owner = assign_request(session, desk, request_id=request.id,
                                    name=command.text).owner
-            return f"assigned to {owner}"
+            return {"what": "assigned", "owner": owner}
     raise AssertionError(command.action)  # pragma: no cover
 
 
+def describe(done: dict) -> str:
+    """One thing done, in the words of the log and the English answer."""
+    match done["what"]:
+        case "quoted":
+            return (f"quoted {done['credits']} credit{'s' * (done['credits'] != 1)},"
+                    f" due {done['due'].isoformat()}")
+        case "completed":
+            return "completed; the client is told"
+        case "note":
+            return "note added"
+        case "assigned":
+            return f"assigned to {done['owner']}"
+        case _:
+            files = done["files"]
+            return (f"sent to {done['to']}" + (f" (cc {done['cc']})" if done["cc"] else "")
+                    + (f" with {files} file{'s' * (files != 1)}" if files else ""))
+
+
 def _tell(session: Session, desk: Desk, request: Request, to: str, in_reply_to: str | None,
-          line: str, ok: bool) -> None:
+          *, done: list[dict], problem: str | None) -> None:
     queue_message(session, desk, template="staff/command_result", to=[to],
                   client=session.get(Client, request.client_id), request=request,
                   lang=desk.settings.language, auto=True, in_reply_to=in_reply_to,
-                  context={"line": line, "ok": ok})
+                  context={"done": done, "problem": problem})
 
 
 def handle_staff_mail(session: Session, desk: Desk, *, request: Request, sender: str,
@@ -225,7 +242,7 @@ def handle_staff_mail(session: Session, desk: Desk, *, request: Request, sender:
     elif not reading.commands and not reading.message:
         problem = ("nothing to do: no text for the client and no command line"
                    " (QUOTE, COMPLETE, NOTE, ASSIGN)")
-    done: list[str] = []
+    done: list[dict] = []
     if problem is None:
         try:
             with session.begin_nested():
@@ -234,17 +251,11 @@ def handle_staff_mail(session: Session, desk: Desk, *, request: Request, sender:
                 if reading.message:
                     row = reply_to_client(session, desk, request_id=request.id,
                                           text=reading.message, files=files, actor=name)
-                    done.append(f"sent to {row.to_addrs}"
-                                + (f" (cc {row.cc_addrs})" if row.cc_addrs else "")
-                                + (f" with {len(files)} file{'s' * (len(files) != 1)}"
-                                   if files else ""))
+                    done.append({"what": "sent", "to": row.to_addrs, "cc": row.cc_addrs,
+                                 "files": len(files)})
         except MailflowError as error:
             problem, done = str(error), []
-    tag = desk.tag(request.id)
+    _tell(session, desk, request, sender, message_id, done=done, problem=problem)
     if problem is not None:
-        _tell(session, desk, request, sender, message_id,
-              f"{tag} nothing done: {problem}", ok=False)
         return f"staff mail from {name} refused: {problem}"
-    line = f"{tag} " + "; ".join(done)
-    _tell(session, desk, request, sender, message_id, line, ok=True)
-    return f"staff mail from {name}: " + "; ".join(done)
+    return f"staff mail from {name}: " + "; ".join(describe(d) for d in done)

@@ -242,12 +242,16 @@ SAMPLES: list[Sample] = [
                                  "attachments": ATTACHMENTS}, "attachments"),
     Sample("staff/comment", {"request": REQUEST, "from_addr": "hanako@client.example",
                              "text": "Could you also fix the footer?"}),
-    Sample("staff/command_result", {"request": REQUEST, "ok": True,
-                                    "line": "[REQ-12] quoted 2 credits, due 2026-04-10;"
-                                            " sent to hanako@client.example"}),
-    Sample("staff/command_result", {"request": REQUEST, "ok": False,
-                                    "line": "[REQ-12] nothing done: 'QUOTE 2 DUE 4/31':"
-                                            " '4/31' is not a date: no such day"}, "error"),
+    Sample("staff/command_result", {"request": REQUEST, "problem": None, "done": [
+        {"what": "quoted", "credits": 2, "due": date(2026, 4, 10)}, {"what": "note"},
+        {"what": "assigned", "owner": "Tanaka"},
+        {"what": "sent", "to": "hanako@client.example", "cc": "taro@client.example",
+         "files": 1}]}),
+    Sample("staff/command_result", {"request": REQUEST, "problem": None,
+                                    "done": [{"what": "completed"}]}, "completed"),
+    Sample("staff/command_result", {"request": REQUEST, "done": [],
+                                    "problem": "'QUOTE 2 DUE 4/31': '4/31' is not a date:"
+                                               " no such day"}, "error"),
     Sample("staff/comment", {"request": REQUEST, "from_addr": "hanako@client.example",
                              "text": "Here is the new logo.",
                              "attachments": ATTACHMENTS[:1]}, "attachments"),
