@@ -26,7 +26,7 @@ from tests.golden.samples import BASE, CONTEXTS, DIGEST, NOW, QUOTE, REQUEST, TE
 NAMES = TEMPLATES
 PARTIALS = ("_balance_footer.txt.j2", "_balance_footer.html.j2", "_greeting.txt.j2",
             "_signature.txt.j2", "_layout.html.j2", "_labels.j2", "_shortfall.txt.j2",
-            "_billing.j2")
+            "_billing.j2", "_staff_reply.txt.j2")
 HTML_ALTERNATIVES = ("client/ack", "client/quote", "client/balance", "client/digest")
 
 HOSTILE = "<script>alert(1)</script>\r\nBcc: victim@example.net"

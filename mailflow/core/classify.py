@@ -34,6 +34,8 @@ class Verdict(StrEnum):
     ALREADY_DECIDED = "already_decided"  # the other answer came first: say so
     QUOTE_EXPIRED = "quote_expired"
     UNKNOWN_SENDER = "unknown_sender"
+    STAFF_MAIL = "staff_mail"            # a staff member on a request: to the client, commands
+    STAFF_REFUSED = "staff_refused"      # staff commands or a notice's reply from a non-member
 
 
 class Reason(StrEnum):
@@ -63,6 +65,9 @@ class Facts:
     quote_expired: bool = False
     dmarc_failed: bool = False
     require_quote_reference: bool = True
+    staff_sender: bool = False              # the From is a staff.members address
+    replies_to_staff_notice: bool = False   # it names one of our staff notices
+    staff_commands: bool = False            # its new text has staff command lines
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,18 @@ def rule_forged(f: Facts) -> Decision | None:
     and never answered — not only for APPROVE/REJECT: a forged request would
     spend staff time and a forged BALANCE would leak a client's statement."""
     return Decision(Verdict.FORGED) if f.dmarc_failed else None
+
+
+def rule_staff(f: Facts) -> Decision | None:
+    """Staff by mail (§3 rule 8): a staff member writing on a request runs it;
+    staff commands, or a reply to a staff notice, from anyone else do nothing
+    and staff are told.  (A member's mail linked to no request is held as an
+    unknown sender's: there is no request to act on.)"""
+    if f.staff_sender:
+        return Decision(Verdict.STAFF_MAIL) if f.request_id is not None else None
+    if f.replies_to_staff_notice or f.staff_commands:
+        return Decision(Verdict.STAFF_REFUSED)
+    return None
 
 
 def rule_unlinked(f: Facts) -> Decision | None:
@@ -142,8 +159,8 @@ def rule_linked_other(f: Facts) -> Decision | None:
     return Decision(Verdict.COMMENT)
 
 
-RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_forged, rule_unlinked, rule_answer,
-                           rule_linked_other)
+RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_forged, rule_staff, rule_unlinked,
+                           rule_answer, rule_linked_other)
 
 
 def decide(facts: Facts) -> Decision:

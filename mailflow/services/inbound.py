@@ -24,6 +24,7 @@ from mailflow.core.classify import (
 )
 from mailflow.core.decisions import Command, Reading, read_reply
 from mailflow.core.message import InboundMessage, extract_bounced_message_ids, parse_message
+from mailflow.core.staffmail import command_lines
 from mailflow.core.states import Status
 from mailflow.core.trim import trim_reply
 from mailflow.desk import Desk
@@ -41,8 +42,15 @@ from mailflow.models import (
 )
 from mailflow.services import credits as ledger
 from mailflow.services import requests as requests_service
+from mailflow.services import staff as staff_service
 from mailflow.services.clients import client_by_address
-from mailflow.services.outbox import notify_staff, queue_message, quote_context
+from mailflow.services.outbox import (
+    add_participants,
+    notice_files,
+    notify_staff,
+    queue_message,
+    quote_context,
+)
 
 
 @dataclass(frozen=True)
@@ -219,6 +227,7 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
     ctx.tokens = tuple(tokens_in((*msg.to, *msg.cc), msg.text))
     ctx.request = _linked_request(session, desk, msg, ctx.tokens, ctx.sender)
     facts = _request_facts(session, desk, ctx) if ctx.request is not None else {}
+    facts.update(_staff_facts(session, desk, msg, new_text))
     # A trusted fail, or a trusted verdict that cannot be read: never acted on.
     dmarc_failed = forbids_action(msg.authentication_results, policy.trusted_authserv_id)
     return Facts(command=ctx.command, buy_count=ctx.reading.count,
@@ -226,6 +235,17 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
                  sender_client_id=ctx.sender.id if ctx.sender else None,
                  dmarc_failed=dmarc_failed,
                  require_quote_reference=policy.require_quote_reference, **facts), ctx
+
+
+def _staff_facts(session: Session, desk: Desk, msg: InboundMessage, new_text: str) -> dict:
+    """Whether a staff member wrote it, whether it answers one of our staff
+    notices, and whether its new text has staff command lines (§3 rule 8)."""
+    ids = referenced_ids(msg)
+    to_notice = bool(ids) and session.exec(select(Outbox.id).where(
+        Outbox.message_id.in_(ids), Outbox.template.startswith("staff/"))).first() is not None
+    return dict(staff_sender=desk.settings.staff.member_by_address(msg.from_addr) is not None,
+                replies_to_staff_notice=to_notice,
+                staff_commands=bool(command_lines(new_text)))
 
 
 _DECISIONS = (Command.APPROVE, Command.REJECT)
@@ -335,6 +355,9 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
     """Run the one use case the decision names; returns the status and a note."""
     verdict, msg = decision.verdict, ctx.msg
     actor = msg.from_addr or "unknown"
+    if ctx.request is not None and ctx.sender is not None \
+            and ctx.sender.id == ctx.request.client_id:
+        add_participants(session, ctx.request, _addresses(msg), desk.settings.mailbox.address)
     match verdict:
         case Verdict.OWN | Verdict.AUTOMATIC:
             return InboundStatus.IGNORED, None
@@ -346,7 +369,8 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
             ctx.request = requests_service.create_request(
                 session, desk, client=ctx.sender, requester=msg.from_addr,
                 subject=msg.subject, text=msg.text, actor=actor,
-                inbound_message_id=msg.message_id, auto=True)
+                inbound_message_id=msg.message_id, auto=True,
+                attachments=msg.attachments, participants=_addresses(msg))
         case Verdict.BALANCE:
             _balance_statement(session, desk, ctx)
         case Verdict.APPROVE:
@@ -376,10 +400,12 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
             return InboundStatus.PROCESSED, "unclear decision, client asked: " + ", ".join(
                 r for r in ctx.reading.reasons if r not in ("greeting", "closing"))
         case Verdict.COMMENT:
+            listing, files = notice_files(desk, msg.attachments)
             notify_staff(session, desk, template="staff/comment",
                          client=session.get(Client, ctx.request.client_id),
-                         request=ctx.request,
-                         context={"from_addr": msg.from_addr, "text": ctx.new_text or msg.text})
+                         request=ctx.request, attachments=files,
+                         context={"from_addr": msg.from_addr, "text": ctx.new_text or msg.text,
+                                  "attachments": listing})
         case Verdict.NOT_AUTHORISED:
             reason = decision.reason or Reason.NO_QUOTE_REFERENCE
             quote = quote_context(desk, ctx.quote) if ctx.quote else None
@@ -394,7 +420,23 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
             return InboundStatus.HELD, "forged sender (DMARC fail)"
         case Verdict.UNKNOWN_SENDER:
             return InboundStatus.HELD, _unknown_sender(session, desk, ctx)
+        case Verdict.STAFF_MAIL:
+            return InboundStatus.PROCESSED, staff_service.handle_staff_mail(
+                session, desk, request=ctx.request, sender=msg.from_addr, text=ctx.new_text,
+                attachments=msg.attachments, message_id=msg.message_id)
+        case Verdict.STAFF_REFUSED:
+            lines = command_lines(ctx.new_text)
+            reason = (f"staff command{'s' * (len(lines) != 1)} "
+                      + ", ".join(repr(line) for line in lines[:3]) if lines
+                      else "a reply to a staff notice")
+            reason += f" from {msg.from_addr or '(none)'}, not in staff.members: nothing done"
+            _hold(session, desk, ctx, reason, kind="staff_command")
+            return InboundStatus.HELD, reason
     return InboundStatus.PROCESSED, None
+
+
+def _addresses(msg: InboundMessage) -> list[str]:
+    return [a for a in (msg.from_addr, *msg.to, *msg.cc) if a]
 
 
 # Mail no human wrote is recorded and ignored, whatever its size.

@@ -126,7 +126,9 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
     The balance footer shows the client's balance as it stands in this
     transaction, i.e. after the change that caused the message.  `thread`:
     refer to the request's earlier messages in References (off when the
-    recipient is not the request's client)."""
+    recipient is not the request's client).  Client mail to a request's
+    requester Cc's the request's other addresses of the same client
+    (`policy.cc_client_contacts`, `copied_contacts`)."""
     session.flush()
     full: dict[str, Any] = {
         "client": {"name": client.name, "lang": client.lang} if client else None,
@@ -147,13 +149,18 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
         references.append(in_reply_to)
     parent = in_reply_to or (references[-1] if references else None)
     recipients = ",".join(dict.fromkeys(a.lower() for a in to))
+    cc = []
+    if template.startswith("client/") and request is not None \
+            and request.requester in recipients.split(","):
+        cc = [a for a in copied_contacts(session, desk, request)
+              if a not in recipients.split(",")]
     status = OutboxStatus.PENDING
     if auto and over_autoreply_limit(session, desk, recipients):
         status = OutboxStatus.SUPPRESSED
     row = Outbox(message_id=new_message_id(desk), template=template,
                  request_id=request.id if request else None,
                  client_id=client.id if client else None,
-                 to_addrs=recipients,
+                 to_addrs=recipients, cc_addrs=",".join(cc) or None,
                  subject=rendered.subject, body_text=rendered.text, body_html=rendered.html,
                  in_reply_to=parent, references=" ".join(references[-20:]) or None,
                  reply_to=reply_to, auto=auto, status=status,
@@ -164,6 +171,33 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
     session.add(row)
     session.flush()
     return row
+
+
+def copied_contacts(session: Session, desk: Desk, request: Request) -> list[str]:
+    """The addresses an answer to REQUEST copies: those that took part in its mail
+    (`Request.cc_addrs`) and are still addresses of its client, never another's."""
+    if not desk.settings.policy.cc_client_contacts or not request.cc_addrs:
+        return []
+    contacts = set(session.exec(select(Contact.email)
+                                .where(Contact.client_id == request.client_id)).all())
+    return [a for a in request.cc_addrs.split(",")
+            if a and a in contacts and a != request.requester]
+
+
+def add_participants(session: Session, request: Request, addresses: Iterable[str],
+                     own_address: str) -> None:
+    """Remember the client's addresses seen on REQUEST's mail (From, To, Cc), so
+    that answers copy them; addresses of other clients or strangers are not kept."""
+    wanted = {a.lower() for a in addresses if a} - {request.requester, own_address.lower()}
+    if not wanted:
+        return
+    contacts = set(session.exec(select(Contact.email).where(
+        Contact.client_id == request.client_id, Contact.email.in_(wanted))).all())
+    known = [a for a in (request.cc_addrs or "").split(",") if a]
+    merged = list(dict.fromkeys([*known, *sorted(contacts)]))
+    if merged != known and len(",".join(merged)) <= 2000:
+        request.cc_addrs = ",".join(merged)
+        session.add(request)
 
 
 def over_autoreply_limit(session: Session, desk: Desk, recipients: str) -> bool:
@@ -185,15 +219,46 @@ def over_autoreply_limit(session: Session, desk: Desk, recipients: str) -> bool:
     return False
 
 
+def notice_files(desk: Desk, found: Sequence[Any]) -> tuple[list[dict], list[FileToSend]]:
+    """What a staff notice says of a message's attachments (name, type, size,
+    whether attached) and the files it carries: in order, as long as their total
+    stays within `policy.max_message_mb`.  FOUND: parsed attachments
+    (`core.message.Attachment`: filename, content_type, size, data)."""
+    budget = int(desk.settings.policy.max_message_mb * 1024 * 1024)
+    listing: list[dict] = []
+    files: list[FileToSend] = []
+    for n, item in enumerate(found, start=1):
+        name = item.filename or f"attachment-{n}"
+        attach = bool(item.data) and len(item.data) <= budget
+        if attach:
+            budget -= len(item.data)
+            files.append(FileToSend(name, item.content_type, item.data))
+        listing.append({"name": name, "type": item.content_type, "size": item.size,
+                        "attached": attach})
+    return listing, files
+
+
+def staff_recipients(desk: Desk, request: Request | None) -> list[str]:
+    """Who hears about REQUEST: its owner's addresses, else `staff.notify`."""
+    if request is not None and request.owner:
+        member = desk.settings.staff.member(request.owner)
+        if member is not None and member.emails:
+            return list(member.emails)
+    return list(desk.settings.staff.notify)
+
+
 def notify_staff(session: Session, desk: Desk, *, template: str, context: Mapping[str, Any],
                  client: Client | None = None, request: Request | None = None,
-                 thread: bool = True) -> Outbox | None:
-    recipients = desk.settings.staff.notify
+                 thread: bool = True, to: Sequence[str] | None = None,
+                 attachments: Sequence[FileToSend] = ()) -> Outbox | None:
+    """A staff notice: to the request's owner when there is one, else to
+    `staff.notify` (`to` overrides both)."""
+    recipients = list(to) if to is not None else staff_recipients(desk, request)
     if not recipients:
         return None
     return queue_message(session, desk, template=template, to=recipients, context=context,
                          client=client, request=request, lang=desk.settings.language,
-                         thread=thread)
+                         thread=thread, attachments=attachments)
 
 
 def _outbox_query(query, include_sent: bool):

@@ -49,6 +49,10 @@ QUOTE = {
     "credits": 2, "due": date(2026, 4, 10), "note": "Includes one round of changes.",
     "valid_until": date(2026, 4, 9), "token": "q7hk2mzpa4nbd6xw3ryc5teuvi",
 }
+ATTACHMENTS = [
+    {"name": "logo.png", "type": "image/png", "size": 48_213, "attached": True},
+    {"name": "brief.pdf", "type": "application/pdf", "size": 31_457_280, "attached": False},
+]
 BASE = {
     "client": {"name": "Sakura Foods", "lang": "en"},
     "support": {"address": "support@agency.example", "display_name": "Agency Support"},
@@ -223,16 +227,41 @@ SAMPLES: list[Sample] = [
              problem.replace("_", "-"))
       for text, problem in (("1.5", "not_whole"), ("0", "not_positive"),
                             ("500", "over_limit"))],
+    Sample("client/reply", {"request": REQUEST, "files": [],
+                            "text": "The new banner is on the staging site:\n"
+                                    "https://staging.client.example/\n\n"
+                                    "Does it look right?\n\nSato"}),
+    Sample("client/reply", {"request": REQUEST, "files": ["mockup.png", "notes.pdf"],
+                            "text": "Two mock-ups are attached; which one do you prefer?"},
+           "files"),
     # -- staff -------------------------------------------------------------------------
     Sample("staff/new_request", {"request": REQUEST, "from_addr": "hanako@client.example",
                                  "text": "Please swap the banner on the top page."}),
+    Sample("staff/new_request", {"request": REQUEST, "from_addr": "hanako@client.example",
+                                 "text": "Please swap the banner on the top page.",
+                                 "attachments": ATTACHMENTS}, "attachments"),
     Sample("staff/comment", {"request": REQUEST, "from_addr": "hanako@client.example",
                              "text": "Could you also fix the footer?"}),
+    Sample("staff/command_result", {"request": REQUEST, "problem": None, "done": [
+        {"what": "quoted", "credits": 2, "due": date(2026, 4, 10)}, {"what": "note"},
+        {"what": "assigned", "owner": "Tanaka"},
+        {"what": "sent", "to": "hanako@client.example", "cc": "taro@client.example",
+         "files": 1}]}),
+    Sample("staff/command_result", {"request": REQUEST, "problem": None,
+                                    "done": [{"what": "completed"}]}, "completed"),
+    Sample("staff/command_result", {"request": REQUEST, "done": [],
+                                    "problem": "'QUOTE 2 DUE 4/31': '4/31' is not a date:"
+                                               " no such day"}, "error"),
+    Sample("staff/comment", {"request": REQUEST, "from_addr": "hanako@client.example",
+                             "text": "Here is the new logo.",
+                             "attachments": ATTACHMENTS[:1]}, "attachments"),
     *[Sample("staff/held", {"from_addr": "stranger@elsewhere.example", "subject": "Hello",
                             "reason": reason, "kind": kind, **NO_CLIENT}, variant)
       for kind, reason, variant in (
           ("unknown_sender", "unknown sender", ""),
           ("forged", "DMARC check failed: the sender address is forged", "forged"),
+          ("staff_command", "staff command 'COMPLETE' from stranger@elsewhere.example, not"
+           " in staff.members: nothing done", "staff_command"),
           ("oversize", "30.0 MB, over policy.max_message_mb (25)", "oversize"))],
     Sample("staff/held", {"from_addr": "hanako@client.example", "subject": "Banner",
                           "reason": "client deactivated", "kind": "inactive_client",
