@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from mailflow.core.billing import order_amounts
 from mailflow.core.ledger import summarise
 from mailflow.desk import Desk
 from mailflow.models import (
@@ -47,17 +48,16 @@ def new_message_id(desk: Desk) -> str:
 
 def price_context(desk: Desk) -> dict[str, Any]:
     """One credit's price as the mail states it: `yen` and its tax basis `tax`
-    (`excl`: tax is added on invoices; `incl`: tax included).
-
-    Hook for billing: until the `billing` config section exists,
-    `credits.price_yen` is stated as tax-exclusive (税抜), and `buy_by_mail`
-    (clients may reply `BUY n`) is off, so mail says to ask us instead.  With
-    the section, the basis comes from `billing.price_includes_tax` and
-    `BUY n` is offered; the tax-inclusive figure belongs here too."""
-    billing = getattr(desk.settings, "billing", None)
-    included = bool(billing is not None and getattr(billing, "price_includes_tax", False))
-    return {"yen": desk.settings.credits.price_yen, "tax": "incl" if included else "excl",
-            "buy_by_mail": billing is not None}
+    (`excl`: tax is added on invoices; `incl`: tax included), `yen_incl_tax`
+    (what one credit costs with tax), and `buy_by_mail`: clients may reply
+    `BUY n` (the basis comes from `billing.price_includes_tax`)."""
+    billing = desk.settings.billing
+    yen = desk.settings.credits.price_yen
+    gross = order_amounts(1, unit_price_yen=yen, tax_rate=billing.tax_rate,
+                          price_includes_tax=billing.price_includes_tax,
+                          rounding=billing.rounding).total_yen
+    return {"yen": yen, "tax": "incl" if billing.price_includes_tax else "excl",
+            "yen_incl_tax": gross, "buy_by_mail": True}
 
 
 def balance_context(session: Session, desk: Desk, client_id: int) -> dict[str, Any]:
@@ -120,13 +120,15 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
                   request: Request | None = None, auto: bool = False,
                   in_reply_to: str | None = None, lang: str | None = None,
                   reply_to: str | None = None, thread: bool = True,
-                  attachments: Sequence[FileToSend] = ()) -> Outbox:
+                  attachments: Sequence[FileToSend] = (), loop_guard: bool = True) -> Outbox:
     """Render `template` for `to` and write it to the outbox; returns the row.
 
     The balance footer shows the client's balance as it stands in this
     transaction, i.e. after the change that caused the message.  `thread`:
     refer to the request's earlier messages in References (off when the
-    recipient is not the request's client)."""
+    recipient is not the request's client).  `loop_guard=False`: an automatic
+    answer to a person's explicit order (an invoice for `BUY n`, or why there
+    is none) is never suppressed by the hourly cap."""
     session.flush()
     full: dict[str, Any] = {
         "client": {"name": client.name, "lang": client.lang} if client else None,
@@ -148,7 +150,7 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
     parent = in_reply_to or (references[-1] if references else None)
     recipients = ",".join(dict.fromkeys(a.lower() for a in to))
     status = OutboxStatus.PENDING
-    if auto and over_autoreply_limit(session, desk, recipients):
+    if auto and loop_guard and over_autoreply_limit(session, desk, recipients):
         status = OutboxStatus.SUPPRESSED
     row = Outbox(message_id=new_message_id(desk), template=template,
                  request_id=request.id if request else None,

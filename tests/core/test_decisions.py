@@ -250,6 +250,34 @@ def test_unclear_purchase_is_not_a_command(text):
     assert read_reply(text, SUBJECT).command is None
 
 
+UNCLEAR_BUYS = [
+    # (id, text, buy_unclear): unclear purchases; asked about only when alone
+    ("question", "Can we buy 5 credits?", True),
+    ("conditional", "If needed, we'll buy 5 credits.", True),
+    ("two-counts", "BUY 3\nBUY 5", True),
+    ("ja-question", "購入できますか？", True),
+    ("ja-maybe", "5クレジット購入するかもしれません", True),
+    ("with-a-request", "Please update the banner on the top page. Can we buy 5 credits?",
+     False),
+    ("ja-with-a-request", "トップページのバナーを差し替えてください。5クレジット購入できますか？",
+     False),
+]
+
+
+@pytest.mark.parametrize(("text", "unclear"), [c[1:] for c in UNCLEAR_BUYS],
+                         ids=ids(UNCLEAR_BUYS))
+def test_unclear_purchase_alone_is_asked_about(text, unclear):
+    reading = read_reply(text, SUBJECT)
+    assert reading.command is None, reading.reasons
+    assert reading.buy_unclear is unclear, reading.reasons
+
+
+@pytest.mark.parametrize("text", ["BUY 5", "APPROVE", "Thanks for the update.", "残高",
+                                  "BUY 3\nAPPROVE"])
+def test_clear_readings_are_not_unclear_purchases(text):
+    assert read_reply(text, SUBJECT).buy_unclear is False
+
+
 def test_decision_and_purchase_together_are_ambiguous():
     assert read_reply("BUY 3\nAPPROVE", SUBJECT).command is Q
 
