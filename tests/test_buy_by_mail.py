@@ -292,9 +292,10 @@ def test_shortfall_answer_then_buy_then_payment_then_approve(engine, desk, short
     with transaction(engine) as session:
         billing.pay_invoice(session, desk, number=invoice.number)
 
+    # APPROVE above the quoted shortfall answer (its "BUY 2" line is quoted history).
     outcome = receive(engine, desk, reply(sender=ACME, original_subject=subject,
-                                          original_body="...", original_id=quote_id,
-                                          answer="APPROVE"))
+                                          original_body=short.body_text,
+                                          original_id=short.message_id, answer="APPROVE"))
     assert outcome.verdict == "approve"
     assert Status(rows(engine, Request)[0].status) is Status.APPROVED
 
