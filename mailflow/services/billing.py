@@ -225,8 +225,7 @@ def issue_invoice(session: Session, desk: Desk, *, client: Client, credits: str 
     context = {"invoice": invoice_context(desk, invoice), "billing": _billing_context(desk)}
     queue_message(session, desk, template="client/invoice", to=_recipients(session, invoice),
                   client=client, context=context, auto=source_message_id is not None,
-                  in_reply_to=source_message_id, attachments=[invoice_file(invoice)],
-                  loop_guard=False)
+                  in_reply_to=source_message_id, attachments=[invoice_file(invoice)])
     notify_staff(session, desk, template="staff/invoice_issued", client=client,
                  context=context)
     return invoice
@@ -252,7 +251,7 @@ def order_by_mail(session: Session, desk: Desk, *, client: Client, count: int | 
     `client/order_refused` answer saying why there is none.  Idempotent per
     message: the same Message-ID again returns its invoice and mails nothing.
     Both answers reply to a person's explicit order: the loop cap never holds
-    them back.  Returns the invoice (or None) and a note for the record."""
+    them back (`outbox.NEVER_SUPPRESSED`).  Returns the invoice (or None) and a note for the record."""
     quantity = order_quantity(count, count_text)
     try:
         invoice = issue_invoice(session, desk, client=client, credits=quantity,
@@ -260,7 +259,7 @@ def order_by_mail(session: Session, desk: Desk, *, client: Client, count: int | 
                                 actor=requester)
     except InvalidOrder as error:
         queue_message(session, desk, template="client/order_refused", to=[requester],
-                      client=client, auto=True, in_reply_to=message_id, loop_guard=False,
+                      client=client, auto=True, in_reply_to=message_id,
                       context=refused_order_context(desk, quantity, error))
         return None, f"order refused: BUY {quantity}: {error}"
     return invoice, f"invoice {invoice.number} for {invoice.credits} credits"

@@ -120,15 +120,13 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
                   request: Request | None = None, auto: bool = False,
                   in_reply_to: str | None = None, lang: str | None = None,
                   reply_to: str | None = None, thread: bool = True,
-                  attachments: Sequence[FileToSend] = (), loop_guard: bool = True) -> Outbox:
+                  attachments: Sequence[FileToSend] = ()) -> Outbox:
     """Render `template` for `to` and write it to the outbox; returns the row.
 
     The balance footer shows the client's balance as it stands in this
     transaction, i.e. after the change that caused the message.  `thread`:
     refer to the request's earlier messages in References (off when the
-    recipient is not the request's client).  `loop_guard=False`: an automatic
-    answer to a person's explicit order (an invoice for `BUY n`, or why there
-    is none) is never suppressed by the hourly cap."""
+    recipient is not the request's client)."""
     session.flush()
     full: dict[str, Any] = {
         "client": {"name": client.name, "lang": client.lang} if client else None,
@@ -150,7 +148,8 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
     parent = in_reply_to or (references[-1] if references else None)
     recipients = ",".join(dict.fromkeys(a.lower() for a in to))
     status = OutboxStatus.PENDING
-    if auto and loop_guard and over_autoreply_limit(session, desk, recipients):
+    if auto and template not in NEVER_SUPPRESSED \
+            and over_autoreply_limit(session, desk, recipients):
         status = OutboxStatus.SUPPRESSED
     row = Outbox(message_id=new_message_id(desk), template=template,
                  request_id=request.id if request else None,
@@ -166,6 +165,11 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
     session.add(row)
     session.flush()
     return row
+
+
+#: Automatic answers the hourly cap never holds back: they answer a person's
+#: explicit order (`BUY n`: the invoice, or why there is none).
+NEVER_SUPPRESSED = frozenset({"client/invoice", "client/order_refused"})
 
 
 def over_autoreply_limit(session: Session, desk: Desk, recipients: str) -> bool:
