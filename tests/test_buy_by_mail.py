@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -377,3 +378,31 @@ def test_digest_lists_unpaid_invoices_with_number_amount_and_date(engine, desk, 
     assert "INV-2026-0001  44,000 yen incl. tax, 5 credits, issued Thu 26 Nov 2026" in acme
     assert "INV-2026-0002" not in acme  # paid
     assert "INV-2026-0003：17,600円（税込）、2クレジット、2026年11月26日（木）発行" in digests[SAKURA]
+
+
+def test_one_order_received_by_two_processes_at_once_makes_one_invoice_and_no_gap(
+        engine, desk, world):
+    """IMAP and the LMTP listener (or two pollers) may hand in the same message at
+    the same moment: one wins, the other recognises it; the loser's invoice
+    number is given back, so the sequence has no gap."""
+    raw = mail(sender=ACME, subject="order", body="BUY 2")
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def run():
+        barrier.wait()
+        outcomes.append(receive(engine, desk, raw))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sorted(o.duplicate for o in outcomes) == [False, True]
+    assert not any(o.failed for o in outcomes)
+    assert [i.number for i in rows(engine, Invoice)] == ["INV-2026-0001"]
+    assert [s.last for s in rows(engine, InvoiceSequence)] == [1]
+    assert len(mails(engine, "client/invoice")) == 1
+    receive(engine, desk, mail(sender=ACME_2, subject="order", body="BUY 1"))
+    assert [i.number for i in rows(engine, Invoice)] == ["INV-2026-0001", "INV-2026-0002"]
