@@ -128,6 +128,21 @@ def test_japanese_order_in_iso_2022_jp_gets_a_japanese_invoice(engine, desk, wor
     assert "請求書" in to_client.subject and "44,000円（税込）" in to_client.body_text
 
 
+def test_an_order_that_says_more_shows_staff_the_rest(engine, desk, world):
+    receive(engine, desk, mail(sender=ACME, subject="Credits", body=(
+        "BUY 5\n\nAlso, could you update the footer of the top page?")))
+    assert [i.credits for i in rows(engine, Invoice)] == [5]
+    [notice] = mails(engine, "staff/invoice_issued")
+    assert "The order mail also said" in notice.body_text
+    assert "could you update the footer of the top page?" in notice.body_text
+
+
+def test_an_order_alone_shows_staff_no_extra_text(engine, desk, world):
+    receive(engine, desk, mail(sender=ACME, subject="Credits", body="Hi,\n\nBUY 5\n\nThanks"))
+    [notice] = mails(engine, "staff/invoice_issued")
+    assert "also said" not in notice.body_text
+
+
 def test_order_in_the_subject_alone_counts(engine, desk, world):
     receive(engine, desk, mail(sender=ACME, subject="BUY 3", body=""))
     assert [i.credits for i in rows(engine, Invoice)] == [3]

@@ -100,6 +100,9 @@ class Reading:
     #: A purchase is all the reply is about, but not a clear order (questioned,
     #: hedged, two counts): the caller asks for `BUY n` alone and creates nothing.
     buy_unclear: bool = False
+    #: A clear `BUY n` whose text also says something else (a question, more
+    #: work): the order counts, and staff should read the rest.
+    more_text: bool = False
 
     @property
     def acts(self) -> bool:
@@ -675,6 +678,7 @@ def read_reply(new_text: str, subject: str = "") -> Reading:
         if clear_buys and len(clear_buys) == len(buys) and len(counts) == 1 and not hedges:
             count, count_text = counts.pop()
             return Reading(Command.BUY, count=count, count_text=count_text,
+                           more_text=any(s.content for s in sentences),
                            reasons=_ordered([*courtesy, "buy"]))
         return Reading(None, buy_unclear=not any(s.content for s in sentences),
                        reasons=_ordered([*courtesy, "buy-unclear",

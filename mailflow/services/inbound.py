@@ -355,7 +355,8 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
             _, note = billing.order_by_mail(
                 session, desk, client=ctx.sender, count=ctx.reading.count,
                 count_text=ctx.reading.count_text, requester=msg.from_addr,
-                message_id=msg.message_id)
+                message_id=msg.message_id,
+                note=(ctx.new_text or msg.text) if ctx.reading.more_text else None)
             return InboundStatus.PROCESSED, note
         case Verdict.ASK_BUY:
             _answer(session, desk, ctx, "client/order_unclear",

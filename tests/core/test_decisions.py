@@ -278,6 +278,17 @@ def test_clear_readings_are_not_unclear_purchases(text):
     assert read_reply(text, SUBJECT).buy_unclear is False
 
 
+@pytest.mark.parametrize(("text", "more"), [
+    ("BUY 5", False), ("Hi,\n\nBUY 5\n\nThanks,\nHanako", False),
+    ("お世話になっております。\n5クレジット購入します。\nよろしくお願いいたします。", False),
+    ("BUY 5\nAlso, could you update the footer?", True),
+    ("5クレジット購入します。あわせてフッターの修正もお願いできますか？", True),
+], ids=["alone", "with-courtesy", "ja-with-courtesy", "with-a-request", "ja-with-a-request"])
+def test_an_order_says_whether_the_text_says_more(text, more):
+    reading = read_reply(text, SUBJECT)
+    assert reading.command is Y and reading.more_text is more, reading.reasons
+
+
 def test_decision_and_purchase_together_are_ambiguous():
     assert read_reply("BUY 3\nAPPROVE", SUBJECT).command is Q
 

@@ -262,6 +262,8 @@ SAMPLES: list[Sample] = [
                                    "reason": "mailbox.imap: the OAuth2 sign-in was refused "
                                              "(invalid_grant)", **NO_CLIENT}),
     Sample("staff/invoice_issued", {"invoice": ISSUED, "billing": BILLING}),
+    Sample("staff/invoice_issued", {"invoice": ISSUED, "billing": BILLING, "note":
+                                    "BUY 5\nAlso, could you update the footer?"}, "note"),
     Sample("staff/invoice_paid", {"invoice": INVOICE, "billing": BILLING, "by": "Sato"}),
     Sample("staff/invoice_void", {"invoice": {**ISSUED, "status": "void",
                                               "void_reason": "ordered twice",
