@@ -24,6 +24,8 @@ class Verdict(StrEnum):
     BOUNCE = "bounce"                    # one of ours bounced: mark it, tell staff
     NEW_REQUEST = "new_request"
     BALANCE = "balance"
+    BUY = "buy"                          # BUY n: an invoice, or a refusal saying why
+    ASK_BUY = "ask_buy"                  # an unclear purchase: ask for BUY n alone
     APPROVE = "approve"
     REJECT = "reject"
     ASK_WHICH = "ask_which"              # both approve and reject: ask
@@ -55,6 +57,7 @@ class Facts:
     command: Command | None = None          # AMBIGUOUS: mentions a decision, not a clear one
     buy_count: int | None = None            # BUY n: the count, when it is an integer
     buy_count_text: str | None = None       # BUY n: the count as the client wrote it
+    buy_unclear: bool = False               # only a purchase, but not a clear order
     sender_client_id: int | None = None
     request_id: int | None = None           # the request the message links to
     request_client_id: int | None = None
@@ -110,6 +113,19 @@ def rule_staff(f: Facts) -> Decision | None:
     return None
 
 
+def rule_buy(f: Facts) -> Decision | None:
+    """`BUY n` / 購入 from a client address, in new mail or in a reply to any
+    request: an order for the sender's own client (an invoice, or a refusal
+    that says why). It never answers a quote: a BUY in a reply to a quote
+    approves nothing.  A purchase that is all the message says but is not a
+    clear order (a question, a condition, two counts) is asked about."""
+    if f.sender_client_id is None:
+        return None
+    if f.command is Command.BUY:
+        return Decision(Verdict.BUY)
+    return Decision(Verdict.ASK_BUY) if f.buy_unclear else None
+
+
 def rule_unlinked(f: Facts) -> Decision | None:
     """Not linked to a request: a new request, a balance question, or a stranger.
     An unlinked APPROVE still becomes a request: nothing a client writes is lost."""
@@ -149,8 +165,7 @@ def rule_linked_other(f: Facts) -> Decision | None:
     """An unclear decision on an open quote: ask, change nothing (§3 step 4).
 
     Without an open quote there is nothing to ask about: the reply is a
-    comment. BUY on a linked request is a comment until purchases by mail
-    exist (it is recognised and carried in the facts)."""
+    comment."""
     if f.command is Command.AMBIGUOUS and f.request_status is Status.QUOTED \
             and not f.quote_expired:
         return Decision(Verdict.ASK_WHICH)
@@ -159,8 +174,8 @@ def rule_linked_other(f: Facts) -> Decision | None:
     return Decision(Verdict.COMMENT)
 
 
-RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_forged, rule_staff, rule_unlinked,
-                           rule_answer, rule_linked_other)
+RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_forged, rule_staff, rule_buy,
+                           rule_unlinked, rule_answer, rule_linked_other)
 
 
 def decide(facts: Facts) -> Decision:

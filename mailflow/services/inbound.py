@@ -40,6 +40,7 @@ from mailflow.models import (
     Quote,
     Request,
 )
+from mailflow.services import billing
 from mailflow.services import credits as ledger
 from mailflow.services import requests as requests_service
 from mailflow.services import staff as staff_service
@@ -231,7 +232,7 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
     # A trusted fail, or a trusted verdict that cannot be read: never acted on.
     dmarc_failed = forbids_action(msg.authentication_results, policy.trusted_authserv_id)
     return Facts(command=ctx.command, buy_count=ctx.reading.count,
-                 buy_count_text=ctx.reading.count_text,
+                 buy_count_text=ctx.reading.count_text, buy_unclear=ctx.reading.buy_unclear,
                  sender_client_id=ctx.sender.id if ctx.sender else None,
                  dmarc_failed=dmarc_failed,
                  require_quote_reference=policy.require_quote_reference, **facts), ctx
@@ -373,6 +374,26 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
                 attachments=msg.attachments, participants=_addresses(msg))
         case Verdict.BALANCE:
             _balance_statement(session, desk, ctx)
+        case Verdict.BUY:
+            # An order for the sender's own client; a quote it replies to stays open.
+            _, note = billing.order_by_mail(
+                session, desk, client=ctx.sender, count=ctx.reading.count,
+                count_text=ctx.reading.count_text, requester=msg.from_addr,
+                message_id=msg.message_id,
+                note=(ctx.new_text or msg.text) if ctx.reading.more_text else None)
+            return InboundStatus.PROCESSED, note
+        case Verdict.ASK_BUY:
+            _answer(session, desk, ctx, "client/order_unclear",
+                    **billing.order_unclear_context(desk, ctx.reading.count,
+                                                    ctx.reading.count_text))
+            if ctx.request is not None:
+                notify_staff(session, desk, template="staff/comment",
+                             client=session.get(Client, ctx.request.client_id),
+                             request=ctx.request,
+                             context={"from_addr": msg.from_addr,
+                                      "text": ctx.new_text or msg.text})
+            return InboundStatus.PROCESSED, "unclear purchase, client asked: " + ", ".join(
+                r for r in ctx.reading.reasons if r not in ("greeting", "closing"))
         case Verdict.APPROVE:
             try:
                 requests_service.approve_request(session, desk, request_id=ctx.request.id,

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from mailflow.core.billing import order_amounts
 from mailflow.core.ledger import summarise
 from mailflow.desk import Desk
 from mailflow.models import (
@@ -47,17 +48,16 @@ def new_message_id(desk: Desk) -> str:
 
 def price_context(desk: Desk) -> dict[str, Any]:
     """One credit's price as the mail states it: `yen` and its tax basis `tax`
-    (`excl`: tax is added on invoices; `incl`: tax included).
-
-    Hook for billing: until the `billing` config section exists,
-    `credits.price_yen` is stated as tax-exclusive (税抜), and `buy_by_mail`
-    (clients may reply `BUY n`) is off, so mail says to ask us instead.  With
-    the section, the basis comes from `billing.price_includes_tax` and
-    `BUY n` is offered; the tax-inclusive figure belongs here too."""
-    billing = getattr(desk.settings, "billing", None)
-    included = bool(billing is not None and getattr(billing, "price_includes_tax", False))
-    return {"yen": desk.settings.credits.price_yen, "tax": "incl" if included else "excl",
-            "buy_by_mail": billing is not None}
+    (`excl`: tax is added on invoices; `incl`: tax included), `yen_incl_tax`
+    (what one credit costs with tax), and `buy_by_mail`: clients may reply
+    `BUY n` (the basis comes from `billing.price_includes_tax`)."""
+    billing = desk.settings.billing
+    yen = desk.settings.credits.price_yen
+    gross = order_amounts(1, unit_price_yen=yen, tax_rate=billing.tax_rate,
+                          price_includes_tax=billing.price_includes_tax,
+                          rounding=billing.rounding).total_yen
+    return {"yen": yen, "tax": "incl" if billing.price_includes_tax else "excl",
+            "yen_incl_tax": gross, "buy_by_mail": True}
 
 
 def balance_context(session: Session, desk: Desk, client_id: int) -> dict[str, Any]:
@@ -155,7 +155,8 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
         cc = [a for a in copied_contacts(session, desk, request)
               if a not in recipients.split(",")]
     status = OutboxStatus.PENDING
-    if auto and over_autoreply_limit(session, desk, recipients):
+    if auto and template not in NEVER_SUPPRESSED \
+            and over_autoreply_limit(session, desk, recipients):
         status = OutboxStatus.SUPPRESSED
     row = Outbox(message_id=new_message_id(desk), template=template,
                  request_id=request.id if request else None,
@@ -198,6 +199,11 @@ def add_participants(session: Session, request: Request, addresses: Iterable[str
     if merged != known and len(",".join(merged)) <= 2000:
         request.cc_addrs = ",".join(merged)
         session.add(request)
+
+
+#: Automatic answers the hourly cap never holds back: they answer a person's
+#: explicit order (`BUY n`: the invoice, or why there is none).
+NEVER_SUPPRESSED = frozenset({"client/invoice", "client/order_refused"})
 
 
 def over_autoreply_limit(session: Session, desk: Desk, recipients: str) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from mailflow.core.billing import order_amounts
 from mailflow.core.quotes import earliest_due, expiring_before, last_valid_day, shortfall
 from mailflow.core.states import Action, Status, next_status
 from mailflow.desk import Desk
@@ -176,8 +177,14 @@ def quote_terms(session: Session, desk: Desk, client: Client, quote: Quote) -> d
                       allotment_credits=allotment.credits if allotment else None)
     short_context = None
     if short is not None:
+        billing = desk.settings.billing
+        amounts = order_amounts(short.credits, unit_price_yen=price["yen"],
+                                tax_rate=billing.tax_rate,
+                                price_includes_tax=billing.price_includes_tax,
+                                rounding=billing.rounding)
         short_context = {
             "credits": short.credits, "yen": short.credits * price["yen"],
+            "yen_incl_tax": amounts.total_yen,
             "buy_by_mail": price["buy_by_mail"],
             "allotment": ({"at": short.allotment_at, "credits": short.allotment_credits,
                            "in_time": short.allotment_at < quote.valid_until}
