@@ -34,6 +34,8 @@ class Verdict(StrEnum):
     ALREADY_DECIDED = "already_decided"  # the other answer came first: say so
     QUOTE_EXPIRED = "quote_expired"
     UNKNOWN_SENDER = "unknown_sender"
+    LIST_HELD = "list_held"              # list or group mail on behalf of no client: held
+    SPAM = "spam"                        # our spam filter's verdict (policy.spam_header): held
 
 
 class Reason(StrEnum):
@@ -41,6 +43,7 @@ class Reason(StrEnum):
     NOT_REQUESTER = "not_requester"
     NO_QUOTE_REFERENCE = "no_quote_reference"
     NO_OPEN_QUOTE = "no_open_quote"
+    RELAYED = "relayed"                  # a list relayed it: the client's mail, not a decision
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,9 @@ class Facts:
     quote_expired: bool = False
     dmarc_failed: bool = False
     require_quote_reference: bool = True
+    list_mail: bool = False                 # list or group mail (DESIGN §3 rule 2)
+    relayed: bool = False                   # ... whose From is the list, not the client
+    spam: bool = False                      # policy.spam_header says spam
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,29 @@ def rule_automatic(f: Facts) -> Decision | None:
     if f.bounce:
         return Decision(Verdict.BOUNCE)
     return Decision(Verdict.AUTOMATIC) if f.automatic else None
+
+
+def rule_spam(f: Facts) -> Decision | None:
+    """Our own spam filter's verdict: held for staff, never answered."""
+    return Decision(Verdict.SPAM) if f.spam else None
+
+
+def rule_list(f: Facts) -> Decision | None:
+    """List and group mail on behalf of no client is held for staff (never
+    answered: an answer would go to the list).  From a client it is a request
+    or a comment like any other, answered at the client's own address."""
+    if f.list_mail and f.sender_client_id is None:
+        return Decision(Verdict.LIST_HELD)
+    return None
+
+
+def rule_relayed(f: Facts) -> Decision | None:
+    """A decision relayed by a list (its From is the list's, the client's address
+    only named by the relay) is no decision: nobody vouches that the client
+    sent it.  It reaches staff as a comment."""
+    if f.relayed and f.command in _ANSWERS:
+        return Decision(Verdict.COMMENT, Reason.RELAYED)
+    return None
 
 
 def rule_forged(f: Facts) -> Decision | None:
@@ -142,8 +171,8 @@ def rule_linked_other(f: Facts) -> Decision | None:
     return Decision(Verdict.COMMENT)
 
 
-RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_forged, rule_unlinked, rule_answer,
-                           rule_linked_other)
+RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_spam, rule_list, rule_forged,
+                           rule_unlinked, rule_relayed, rule_answer, rule_linked_other)
 
 
 def decide(facts: Facts) -> Decision:

@@ -27,6 +27,7 @@ from types import MappingProxyType
 __all__ = [
     "Attachment",
     "content_digest",
+    "first_header",
     "InboundMessage",
     "bare_address",
     "decode_bytes",
@@ -139,6 +140,22 @@ class InboundMessage:
         """The top-level content type without parameters, lower case."""
         value = self.headers.get("content-type", "text/plain")
         return value.split(";", 1)[0].strip().lower() or "text/plain"
+
+
+def first_header(msg: InboundMessage, name: str) -> str | None:
+    """The topmost header NAME (the one our own mail server added above anything
+    the sender wrote), decoded; read from the kept headers, else from the raw
+    header block.  None when absent."""
+    name = name.lower()
+    if name in msg.headers:
+        return msg.headers[name]
+    try:
+        parsed = HeaderParser(policy=policy.compat32).parsestr(
+            _header_block(msg.raw).decode("utf-8", "surrogateescape"))
+        value = parsed.get(name)
+    except Exception:
+        return None
+    return None if value is None else clean_subject(_decode_raw_header(str(value)))
 
 
 def content_digest(msg: InboundMessage) -> str:
