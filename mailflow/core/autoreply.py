@@ -168,6 +168,15 @@ _VACATION_SUBJECT = re.compile(
     r"^\s*不在(?:通知|のお知らせ|のご連絡)|^\s*自動(?:返信|応答)メール(?:のお知らせ)?\s*$",
     re.IGNORECASE,
 )
+#: What any bounce body says, in some words: a daemon's mail with a bounce
+#: subject and none of these is a person's ("Returned mail from our printer?").
+_DELIVERY_WORDS = re.compile(
+    r"user unknown|unknown user|no such (?:user|mailbox|address)|mailbox (?:is )?(?:full|"
+    r"unavailable)|over ?quota|unable to deliver|undeliver|not (?:be )?delivered|"
+    r"delivery (?:has )?failed|failed to deliver|permanent(?:ly)? (?:error|fail)|"
+    r"recipient (?:address )?rejected|host unknown|\b[45]\.\d{1,3}\.\d{1,3}\b|\b5[0-5]\d\b|"
+    r"宛先|配信(?:でき|に失敗|エラー)|送信(?:でき|に失敗)|届きません|存在しません|容量",
+    re.IGNORECASE)
 #: A person's reply or forward: no mailer daemon writes these.
 _REPLY_PREFIX = re.compile(r"^\s*(?:re|aw|sv|fw|fwd|wg|tr|返信|転送)\s*[:：]", re.IGNORECASE)
 _REPORT_PARTS = {
@@ -249,7 +258,8 @@ def _check_report(msg: InboundMessage, own_address: str) -> Automatic | None:
 def _check_daemon_sender(msg: InboundMessage, own_address: str) -> Automatic | None:
     """MAILER-DAEMON / postmaster in From (address or bare name) or Return-Path,
     writing what reads like a bounce (a delivery report, a known mailer daemon's
-    text, a bounce subject that is not a person's reply).  Anything else from such an address is a person's
+    text, or a bounce subject that is not a person's reply over a body that
+    speaks of a delivery failure).  Anything else from such an address is a person's
     ordinary mail (DESIGN §3), for the other rules to judge: a person's reply
     about delivery ("Re: 配信エラーについて") is not a bounce."""
     candidates = (
@@ -259,7 +269,8 @@ def _check_daemon_sender(msg: InboundMessage, own_address: str) -> Automatic | N
     )
     local = next((c for c in candidates if c in _DAEMONS), None)
     bounce_subject = _BOUNCE_SUBJECT.search(msg.subject) and not _REPLY_PREFIX.match(msg.subject)
-    if local and (bounce_evidence(msg) or bounce_subject):
+    if local and (bounce_evidence(msg) or (
+            bounce_subject and _DELIVERY_WORDS.search(msg.text[:_BOUNCE_TEXT_CHARS]))):
         return Automatic(AutomaticKind.BOUNCE, f"sender {local}")
     return None
 

@@ -50,10 +50,17 @@ CASES = [
     ("null-return-path", mail("Return-Path: <>\n"), AutomaticKind.AUTO_REPLY, "null return path"),
     (
         "mailer-daemon",
-        mail("From: MAILER-DAEMON@mx.example.org\n").replace(
+        mail("From: MAILER-DAEMON@mx.example.org\n", body="<x@y.example>: User unknown").replace(
             b"Subject: Hi", b"Subject: Undelivered Mail Returned to Sender"),
         AutomaticKind.BOUNCE,
         "sender mailer-daemon",
+    ),
+    (   # the sender's name and a subject alone are no bounce (issue 8 point 5)
+        "mailer-daemon-name-and-subject-only",
+        mail("From: MAILER-DAEMON@mx.example.org\n", body="Hello from the admin").replace(
+            b"Subject: Hi", b"Subject: Undelivered Mail Returned to Sender"),
+        None,
+        None,
     ),
     (
         "postmaster-bounce-text",
