@@ -160,7 +160,7 @@ def test_both_approve_and_reject_asks_which_and_changes_nothing(make_world):
     assert last_inbound(world).classification == "ask_which"
 
 
-def test_reply_without_keyword_is_a_comment_for_staff(make_world):
+def test_reply_without_keyword_is_a_comment_for_staff_and_a_receipt(make_world):
     world = make_world()
     request_id = start_request(world)
     quote = quote_mail(world, request_id)
@@ -170,7 +170,10 @@ def test_reply_without_keyword_is_a_comment_for_staff(make_world):
                         answer="Could the banner be blue rather than green?"))
     world.poll()
     assert world.request(request_id).status == Status.QUOTED
-    assert len(world.sent_to("a@acme.example")) == to_client  # no answer to the client
+    # Every person gets an answer: one receipt that repeats how to approve.
+    answers = world.sent_to("a@acme.example")[to_client:]
+    assert [m["X-Mailflow-Template"] for m in answers] == ["client/comment_received"]
+    assert quote_token(quote) in body_of(answers[0])
     comment = world.sent_to(STAFF)[-1]
     assert comment["X-Mailflow-Template"] == "staff/comment"
     assert "blue rather than green" in body_of(comment)
@@ -207,9 +210,12 @@ def test_unknown_sender_reply_policy_answers_once_per_day(make_world, clock):
 
 
 def test_automatic_answers_over_the_hourly_limit_are_suppressed(make_world, clock):
+    """A correspondent sending the same text again looks automatic: the cap applies
+    (a person's different mails are never capped: tests/inbound/test_answers.py)."""
     world = make_world(policy={"autoreply_limit_per_hour": 2})
     for _ in range(3):
-        world.deliver(mail(sender="a@acme.example", subject="BALANCE", body=""))
+        world.deliver(mail(sender="a@acme.example", subject="BALANCE",
+                           body="BALANCE"))
         world.poll()
         clock.advance(minutes=5)
     assert templates_to(world, "a@acme.example") == ["client/balance"] * 2
@@ -219,7 +225,8 @@ def test_automatic_answers_over_the_hourly_limit_are_suppressed(make_world, cloc
     assert [r.status for r in rows] == [OutboxStatus.SENT, OutboxStatus.SENT,
                                         OutboxStatus.SUPPRESSED]
     clock.advance(hours=1)  # the hour has passed: answers again
-    world.deliver(mail(sender="a@acme.example", subject="BALANCE", body=""))
+    world.deliver(mail(sender="a@acme.example", subject="BALANCE",
+                       body="BALANCE"))
     world.poll()
     assert len(world.sent_to("a@acme.example")) == 3
 
