@@ -30,8 +30,8 @@ from enum import StrEnum
 from mailflow.core.message import InboundMessage, delivery_status_actions
 
 __all__ = ["NEVER_A_PERSON", "Automatic", "AutomaticKind", "bounce_evidence",
-           "classify_automatic", "detect_automatic", "is_bounce", "list_senders",
-           "vacation_subject"]
+           "classify_automatic", "copy_relayed_by_list", "detect_automatic", "is_bounce",
+           "list_senders", "vacation_subject"]
 
 
 class AutomaticKind(StrEnum):
@@ -373,6 +373,14 @@ def list_senders(msg: InboundMessage) -> list[str]:
         found.append(match.group(0) if match else "")
     found.append(msg.reply_to or "")
     return list(dict.fromkeys(a.lower() for a in found if a))
+
+
+def copy_relayed_by_list(msg: InboundMessage) -> bool:
+    """Whether MSG is a list's or group's copy (list headers, or Precedence
+    list/bulk): its text and subject may differ from the copy sent to us
+    directly (a footer, a subject tag) while its Message-ID is the same."""
+    return _check_list_headers(msg, "") is not None or \
+        msg.headers.get("precedence", "").strip().lower() in ("list", "bulk")
 
 
 def vacation_subject(subject: str) -> bool:

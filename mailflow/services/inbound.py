@@ -18,6 +18,7 @@ from mailflow.core.autoreply import (
     AutomaticKind,
     bounce_evidence,
     classify_automatic,
+    copy_relayed_by_list,
     list_senders,
     vacation_subject,
 )
@@ -280,23 +281,30 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
 # --- the loop guard's question: does the correspondent look automatic? -----------------
 
 _RECENT = 30  # earlier messages of one correspondent looked at
+_TEXT_COMPARED = 20_000  # characters of each text compared
 
 
 def correspondent(session: Session, desk: Desk, ctx: Context) -> Correspondent:
     """What the last hour of a correspondent's mail looked like (core.loopguard)."""
     msg = ctx.msg
-    rows = session.exec(select(Inbound.classification, Inbound.subject, Inbound.text)
+    rows = session.exec(select(Inbound.classification, Inbound.subject,
+                               func.substr(Inbound.text, 1, _TEXT_COMPARED))
                         .where(Inbound.from_addr == msg.from_addr,
                                Inbound.received_at >= desk.now() - timedelta(hours=1))
                         .order_by(Inbound.id.desc()).limit(_RECENT)).all()
-    earlier = [Seen(digest=text_digest(trim_reply(text)), vacation_subject=vacation_subject(
-        subject), automatic=classification in ("automatic", Verdict.LIST_HELD.value))
-        for classification, subject, text in rows]
+    # A comment is stored trimmed, anything else whole: the current message
+    # matches an earlier one by either of its texts.
+    whole = text_digest(msg.text[:_TEXT_COMPARED])
+    trimmed = text_digest(ctx.new_text[:_TEXT_COMPARED])
+    earlier = [Seen(digest=trimmed if text_digest(text) == whole else text_digest(text),
+                    vacation_subject=vacation_subject(subject),
+                    automatic=classification in ("automatic", Verdict.LIST_HELD.value))
+               for classification, subject, text in rows]
     ours = None
     if msg.date is not None:
         ours = session.exec(select(func.max(Outbox.sent_at)).where(
             Outbox.to_addrs == msg.from_addr.lower(), Outbox.sent_at <= msg.date)).one()
-    current = Seen(digest=text_digest(ctx.new_text), automatic=ctx.list_mail,
+    current = Seen(digest=trimmed, automatic=ctx.list_mail,
                    vacation_subject=vacation_subject(msg.subject), written_at=msg.date)
     return Correspondent(current=current, earlier=earlier, our_last_mail_at=ours)
 
@@ -584,13 +592,15 @@ def identify(session: Session, source: Source, msg: InboundMessage,
     (DESIGN §3): the same message again (same digest, or a marker from before
     digests were kept) is the marker found; a different message reusing a known
     Message-ID (web forms, some mailers) is recorded under its digest and
-    processed as itself."""
+    processed as itself.  A list's copy of a known message (a footer added, the
+    subject tagged) is the same message: the client wrote to us and the list."""
     key, digest = message_key(msg, raw), content_digest(msg)
     existing = find_processed(session, source, key)
     same_copy = existing is not None and source.uid is not None and \
         (existing.mailbox, existing.uidvalidity, existing.uid) == \
         (source.mailbox, source.uidvalidity, source.uid)
-    if existing is None or same_copy or existing.digest in (None, digest):
+    if existing is None or same_copy or existing.digest in (None, digest) \
+            or copy_relayed_by_list(msg):
         return key, digest, existing, None
     key = f"sha256:{digest}"
     note = (f"Message-ID <{msg.message_id}> was already used by inbound #{existing.id}, "

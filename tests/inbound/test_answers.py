@@ -292,6 +292,21 @@ def test_a_different_message_reusing_a_message_id_is_processed_as_itself(engine,
     assert again.duplicate and again.inbound_id == other.inbound_id
 
 
+def test_a_lists_copy_of_a_message_we_had_directly_is_the_same_message(engine, make_desk):
+    """The client wrote to us and to their group: the group's copy (subject tagged,
+    footer added, same Message-ID) is no second request."""
+    desk = make_desk()
+    direct = receive(engine, desk, make_mail(message_id="<cc@acme.example>", subject="Banner",
+                                             body="Please replace it."))
+    copy = receive(engine, desk, make_mail(
+        message_id="<cc@acme.example>", subject="[web] Banner", headers=GROUP,
+        sender="'Tanaka' via Web <web@googlegroups.com>",
+        body="Please replace it.\n\n--\nYou received this message because you are "
+             "subscribed to the Google Groups \"Web\" group."))
+    assert copy.duplicate and copy.inbound_id == direct.inbound_id
+    assert len(outbox(engine, template="client/ack")) == 1
+
+
 @pytest.mark.parametrize("prefix", [b"\r\n", b"\n\n", b"\r\n\r\n\r\n", b" \r\n\t\r\n"])
 def test_raw_bytes_that_begin_with_blank_lines_are_read(engine, make_desk, prefix):
     desk = make_desk()
