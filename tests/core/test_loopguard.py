@@ -3,6 +3,8 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailflow.core.loopguard import (
     Correspondent,
@@ -61,3 +63,17 @@ def test_confirmations_are_never_suppressed(template, expected):
 def test_text_digest_ignores_white_space_only():
     assert text_digest("a  b\n c") == text_digest("a b c") != text_digest("a b d")
     assert text_digest(" \n ") is None
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(texts=st.lists(st.text(min_size=1, max_size=60).filter(str.strip), min_size=1,
+                      max_size=12, unique_by=lambda t: " ".join(t.split())),
+       delay=st.integers(min_value=21, max_value=86_400))
+def test_a_person_writing_different_texts_slowly_never_looks_automatic(texts, delay):
+    """No automatic or list mail, no vacation subject, every text different, every
+    answer more than 20 seconds after ours: never capped."""
+    *earlier, current = texts
+    correspondent = Correspondent(
+        Seen(digest=text_digest(current), written_at=T + timedelta(seconds=delay)),
+        [Seen(digest=text_digest(t)) for t in reversed(earlier)], our_last_mail_at=T)
+    assert looks_automatic(correspondent) is None

@@ -28,3 +28,19 @@ def test_staff_notice_limit(value, ok):
     else:
         with pytest.raises(ConfigError, match="staff_notice_limit_per_hour"):
             settings_from_mapping(mapping)
+
+
+def test_migration_0010_adds_the_digest_column(empty_db_url):
+    """inbound.digest comes with 0010_inbound, chained on 0008_mails."""
+    import sqlalchemy as sa
+
+    from mailflow.db import create_db_engine, upgrade_schema
+
+    upgrade_schema(empty_db_url, "0008_mails")
+    engine = create_db_engine(empty_db_url)
+    with engine.connect() as connection:
+        assert "digest" not in {c["name"] for c in sa.inspect(connection).get_columns("inbound")}
+    upgrade_schema(empty_db_url)
+    with engine.connect() as connection:
+        assert "digest" in {c["name"] for c in sa.inspect(connection).get_columns("inbound")}
+    engine.dispose()
