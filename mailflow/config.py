@@ -284,6 +284,26 @@ class PolicySettings(_Section):
     max_message_mb: float = Field(25, gt=0)
     cc_client_contacts: bool = True
     autoreply_limit_per_hour: int = Field(5, ge=0)
+    staff_notice_limit_per_hour: int | None = Field(30, ge=1)
+    spam_header: str | None = None
+
+    @field_validator("spam_header")
+    @classmethod
+    def _name_and_value(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name, colon, wanted = value.partition(":")
+        if not colon or not name.strip() or not wanted.strip() or " " in name.strip():
+            raise ValueError('must be "Name: value", like "X-Spam-Flag: YES"')
+        return f"{name.strip()}: {wanted.strip()}"
+
+    @property
+    def spam_marker(self) -> tuple[str, str] | None:
+        """The spam header's lower-case name and its value, or None."""
+        if self.spam_header is None:
+            return None
+        name, _, wanted = self.spam_header.partition(":")
+        return name.strip().lower(), wanted.strip().lower()
     low_balance_credits: int = Field(2, ge=0)
 
 

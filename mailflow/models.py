@@ -189,6 +189,9 @@ class Inbound(SQLModel, table=True):
     request_id: int | None = Field(default=None, foreign_key="request.id", index=True)
     raw: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
     received_at: datetime = _dt()
+    # core.message.content_digest: tells a different message that reuses a
+    # Message-ID from the same message delivered again (null before 0010).
+    digest: str | None = Field(default=None, max_length=64)
 
 
 class Attachment(SQLModel, table=True):

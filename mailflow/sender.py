@@ -139,6 +139,10 @@ def build_email(desk: Desk, row: Outbox) -> Message:
         message["Reply-To"] = _one_line(row.reply_to)
     if row.auto:
         message["Auto-Submitted"] = "auto-replied"
+    elif row.template.startswith("staff/"):
+        # Notices are generated, not written: a staff mailbox's responder that
+        # honours RFC 3834 does not answer them (issue 9.3).
+        message["Auto-Submitted"] = "auto-generated"
     message["X-Mailflow-Template"] = _one_line(row.template)
     if row.request_id:
         message["X-Mailflow-Request"] = str(row.request_id)

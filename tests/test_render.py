@@ -35,8 +35,8 @@ WITHOUT_REQUEST = {"client/balance", "client/credits_expiring", "client/digest",
                    "client/unknown_sender", "client/low_balance", "staff/held", "staff/failed",
                    "staff/bounce", "staff/reminder", "staff/mailbox_login", "client/invoice",
                    "client/payment_received", "client/order_refused", "client/order_unclear",
-                   "staff/invoice_issued",
-                   "staff/invoice_paid", "staff/invoice_void"}
+                   "staff/invoice_issued", "staff/invoice_paid", "staff/invoice_void",
+                   "staff/answers_suppressed", "staff/notices_held"}
 CASES = [pytest.param(name, lang, id=f"{lang}-{name}") for lang in ("en", "ja") for name in NAMES]
 
 

@@ -77,7 +77,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "Scheduled jobs: allotment, expiry, quotes, reminders, digest."),
     "mailbox": ("mailflow.cli.mailbox:mailbox",
                 "Sign in to a hosted mailbox (OAuth2) and check the IMAP and SMTP log-ins."),
-    "outbox": ("mailflow.cli.mail:outbox", "Pending and failed outgoing mail."),
+    "outbox": ("mailflow.cli.mail:outbox", "Pending, failed and held-back (suppressed) outgoing mail."),
     "paid": ("mailflow.cli.billing:paid",
              "Record an invoice's payment: its credits are added and the client gets a receipt."),
     "poll": ("mailflow.cli.mail:poll",

@@ -25,13 +25,13 @@ PAGE = 200
 @pass_app
 def outbox(app: App, retry: bool, show_all: bool, limit: int, offset: int,
            as_json: bool) -> None:
-    """Pending and failed outgoing mail.
+    """Pending, failed and held-back (suppressed) outgoing mail.
 
     Oldest first, a page at a time: when there is more, a last line (on stderr
     with --json) says which messages of how many are shown.
 
     \b
-    mailflow outbox                  # what has not gone out yet, with the last error
+    mailflow outbox                  # what has not gone out, with the error or why held back
     mailflow outbox --retry          # queue permanently failed messages again
     mailflow outbox --all --json     # everything, with the text as sent
     mailflow outbox --all --offset 200   # the next 200

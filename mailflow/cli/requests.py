@@ -126,17 +126,53 @@ def requests_list(app: App, status: str | None, client_ref: str | None, owner: s
             r["owner"]] for r in rows])
 
 
+#: Outgoing messages whose status `show` names next to their kind.
+_NOT_SENT = ("suppressed", "failed", "bounced", "pending")
+
+
+def _raw_message(session, request_id: int, messages: list[dict], number: int) -> str:
+    """Message NUMBER of a thread: an inbound one as received (its raw bytes when
+    kept, else its text), an outgoing one as its text."""
+    from sqlmodel import select
+
+    from mailflow.errors import NotFound
+    from mailflow.models import Inbound, Outbox
+
+    if number > len(messages):
+        raise NotFound(f"request {request_id} has {len(messages)} messages, not {number}")
+    message = messages[number - 1]
+    if message["direction"] == "out":
+        row = session.exec(select(Outbox).where(
+            Outbox.message_id == message["message_id"])).first()
+        return row.body_text
+    row = session.exec(select(Inbound).where(Inbound.request_id == request_id,
+                                             Inbound.message_id == message["message_id"])).first()
+    if row.raw:
+        return row.raw.decode("utf-8", "replace")
+    return row.text if row.text.endswith("\n") else row.text + "\n"
+
+
 @click.command()
 @click.argument("request_id", type=int, metavar="ID")
+@click.option("--raw", "raw_number", type=click.IntRange(min=1), metavar="N",
+              help="Print message N of the thread (the # column) as received or sent.")
 @json_option
 @pass_app
-def show(app: App, request_id: int, as_json: bool) -> None:
-    """One request: owner, due date, thread, attachments, notes and ledger effects."""
+def show(app: App, request_id: int, raw_number: int | None, as_json: bool) -> None:
+    """One request: owner, due date, thread, attachments, notes and ledger effects.
+
+    \b
+    mailflow show 12            # the request, its thread (# column) and ledger
+    mailflow show 12 --raw 3    # message 3 of the thread, as it arrived
+    """
     from mailflow.services import requests as request_service
 
     with app.session() as session:
         request = request_service.get_request(session, request_id)
         row = _request_row(session, app.desk, request, messages=True)
+        if raw_number is not None:
+            click.echo(_raw_message(session, request_id, row["messages"], raw_number), nl=False)
+            return
     if as_json:
         emit_json(row)
         return
@@ -150,9 +186,11 @@ def show(app: App, request_id: int, as_json: bool) -> None:
         click.echo(f"  cc {', '.join(row['cc'])}")
     if row["text"]:
         click.echo("\n" + row["text"].strip() + "\n")
-    table("Thread", ["at", "dir", "kind", "subject", "who"],
-          [[m["at"].astimezone(app.desk.tz).strftime("%Y-%m-%d %H:%M"), m["direction"],
-            m["kind"], m["subject"], m["from"] or m["to"]] for m in row["messages"]])
+    table("Thread", ["#", "at", "dir", "kind", "subject", "who"],
+          [[n, m["at"].astimezone(app.desk.tz).strftime("%Y-%m-%d %H:%M"), m["direction"],
+            m["kind"] + (f" ({m['status']})" if m.get("status") in _NOT_SENT else ""),
+            m["subject"], m["from"] or m["to"]]
+           for n, m in enumerate(row["messages"], start=1)])
     for m in row["messages"]:
         if m.get("text"):
             when = m["at"].astimezone(app.desk.tz).strftime("%Y-%m-%d %H:%M")

@@ -4,10 +4,18 @@ Answering an auto-reply, a bounce or a list message is how mail loops start
 (DESIGN §3 step 1). Each check is a small named rule returning a reason; the
 first that fires wins. Strong signals (RFC 3834 ``Auto-Submitted``, RFC 3464
 / 5965 / 8098 reports, null return path, daemon senders, ``Precedence``,
-``X-Autoreply``) decide alone. Out-of-office subjects and
-``X-Auto-Response-Suppress`` are weak: people write "Out of office" in real
-subjects, and Exchange stamps ``X-Auto-Response-Suppress`` on ordinary mail
-too, so only the two together count.
+``X-Autoreply``) decide alone.  A vacation subject decides alone when it is
+written the way responders write it — the phrase first with a colon
+("Out of Office: …", "自動応答: …"), or in brackets anywhere ("【自動返信】",
+"[不在]") — never a phrase inside a sentence ("Out of office next week?",
+"自動返信メールの設定について" are people).  A vacation phrase anywhere counts
+together with ``X-Auto-Response-Suppress`` (Exchange stamps that on ordinary
+mail too, so neither counts alone).
+
+List and group mail (``Precedence: bulk|list|junk``, ``List-Id``, mailing-list
+software, Google Groups) is its own kind, ``LIST``: a person may have written
+it, so it is never simply ignored (DESIGN §3 rule 2); :func:`list_senders`
+says on whose behalf it came.
 
 Pure: works on an :class:`~mailflow.core.message.InboundMessage`.
 """
@@ -21,8 +29,9 @@ from enum import StrEnum
 
 from mailflow.core.message import InboundMessage, delivery_status_actions
 
-__all__ = ["Automatic", "AutomaticKind", "bounce_evidence", "classify_automatic",
-           "detect_automatic", "is_bounce"]
+__all__ = ["NEVER_A_PERSON", "Automatic", "AutomaticKind", "bounce_evidence",
+           "classify_automatic", "copy_relayed_by_list", "detect_automatic", "is_bounce",
+           "list_senders", "vacation_subject"]
 
 
 class AutomaticKind(StrEnum):
@@ -33,7 +42,13 @@ class AutomaticKind(StrEnum):
     COMPLAINT = "complaint"
     RECEIPT = "receipt"
     AUTO_REPLY = "auto_reply"
-    BULK = "bulk"
+    BULK = "bulk"                # a no-reply sender: nobody reads answers
+    LIST = "list"                # list or group mail: a person may have written it
+
+
+#: Kinds that no person wrote: recorded, never answered, never a request.
+NEVER_A_PERSON = frozenset({AutomaticKind.OWN, AutomaticKind.BOUNCE, AutomaticKind.COMPLAINT,
+                            AutomaticKind.RECEIPT, AutomaticKind.AUTO_REPLY, AutomaticKind.BULK})
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,36 @@ _OUT_OF_OFFICE_SUBJECT = re.compile(
     r"afwezig|autosvar|automatisk svar|poza biurem|不在|自動返信|自動応答|休暇",
     re.IGNORECASE,
 )
+_VACATION_PHRASE = (
+    r"out of (?:the )?office(?: (?:auto ?reply|reply|notice|message))?|"
+    r"automatic reply|auto(?:matic)?[- ]?(?:reply|response|responder)|"
+    r"away from (?:my|the) (?:desk|office)|on vacation|vacation(?: reply| notice| message)?|"
+    r"abwesenheit(?:snotiz)?|automatische antwort|réponse automatique|absence|"
+    r"respuesta automática|fuera de la oficina|risposta automatica|fuori ufficio|"
+    r"automatisch antwoord|afwezig|autosvar|automatisk svar|poza biurem|"
+    r"不在(?:通知|連絡|のお知らせ|のご連絡)?|"
+    r"自動(?:返信|応答|送信|回答)(?:メール|メッセージ)?(?:のお知らせ)?|"
+    r"休暇(?:中)?(?:のお知らせ)?|auto")
+#: A vacation subject as responders write it: the phrase first, then a colon
+#: ("Out of Office: …", "AUTO: …", "自動応答: …") or nothing more; or the phrase
+#: in brackets anywhere ("【自動返信】…", "Re: 見積 [不在]").
+_VACATION_SUBJECT = re.compile(
+    rf"^\s*(?:{_VACATION_PHRASE})\s*(?:[:：]|$)|"
+    rf"[\[【(（〔<＜]\s*(?:{_VACATION_PHRASE})\s*[\]】)）〕>＞]|"
+    r"^\s*不在(?:通知|のお知らせ|のご連絡)|^\s*自動(?:返信|応答)メール(?:のお知らせ)?\s*$",
+    re.IGNORECASE,
+)
+#: What any bounce body says, in some words: a daemon's mail with a bounce
+#: subject and none of these is a person's ("Returned mail from our printer?").
+_DELIVERY_WORDS = re.compile(
+    r"user unknown|unknown user|no such (?:user|mailbox|address)|mailbox (?:is )?(?:full|"
+    r"unavailable)|over ?quota|unable to deliver|undeliver|not (?:be )?delivered|"
+    r"delivery (?:has )?failed|failed to deliver|permanent(?:ly)? (?:error|fail)|"
+    r"recipient (?:address )?rejected|host unknown|\b[45]\.\d{1,3}\.\d{1,3}\b|\b5[0-5]\d\b|"
+    r"宛先|配信(?:でき|に失敗|エラー)|送信(?:でき|に失敗)|届きません|存在しません|容量",
+    re.IGNORECASE)
+#: A person's reply or forward: no mailer daemon writes these.
+_REPLY_PREFIX = re.compile(r"^\s*(?:re|aw|sv|fw|fwd|wg|tr|返信|転送)\s*[:：]", re.IGNORECASE)
 _REPORT_PARTS = {
     "message/delivery-status": (AutomaticKind.BOUNCE, "bounce (DSN)"),
     "message/global-delivery-status": (AutomaticKind.BOUNCE, "bounce (DSN)"),
@@ -213,15 +258,19 @@ def _check_report(msg: InboundMessage, own_address: str) -> Automatic | None:
 def _check_daemon_sender(msg: InboundMessage, own_address: str) -> Automatic | None:
     """MAILER-DAEMON / postmaster in From (address or bare name) or Return-Path,
     writing what reads like a bounce (a delivery report, a known mailer daemon's
-    text, a bounce subject).  Anything else from such an address is a person's
-    ordinary mail (DESIGN §3), for the other rules to judge."""
+    text, or a bounce subject that is not a person's reply over a body that
+    speaks of a delivery failure).  Anything else from such an address is a person's
+    ordinary mail (DESIGN §3), for the other rules to judge: a person's reply
+    about delivery ("Re: 配信エラーについて") is not a bounce."""
     candidates = (
         _local_part(msg.from_addr),
         msg.from_name.strip().lower() if not msg.from_addr else "",
         _local_part(msg.headers.get("return-path", "").strip().strip("<>")),
     )
     local = next((c for c in candidates if c in _DAEMONS), None)
-    if local and (_BOUNCE_SUBJECT.search(msg.subject) or bounce_evidence(msg)):
+    bounce_subject = _BOUNCE_SUBJECT.search(msg.subject) and not _REPLY_PREFIX.match(msg.subject)
+    if local and (bounce_evidence(msg) or (
+            bounce_subject and _DELIVERY_WORDS.search(msg.text[:_BOUNCE_TEXT_CHARS]))):
         return Automatic(AutomaticKind.BOUNCE, f"sender {local}")
     return None
 
@@ -250,11 +299,9 @@ def _check_complaint_text(msg: InboundMessage, own_address: str) -> Automatic | 
 
 
 def _check_vendor_auto_headers(msg: InboundMessage, own_address: str) -> Automatic | None:
-    """Vendor markers: Apple's vacation responder, fml/mailing-list software."""
+    """Vendor markers: Apple's vacation responder."""
     if msg.headers.get("x-apple-action", "").strip().upper() == "VACATION":
         return Automatic(AutomaticKind.AUTO_REPLY, "x-apple-action: vacation")
-    if msg.headers.get("x-mlserver"):
-        return Automatic(AutomaticKind.BULK, "mailing list software (x-mlserver)")
     return None
 
 
@@ -284,12 +331,62 @@ def _check_x_autoreply(msg: InboundMessage, own_address: str) -> Automatic | Non
     return None
 
 
+def _check_vacation_subject(msg: InboundMessage, own_address: str) -> Automatic | None:
+    """A responder's subject ("Out of Office: …", "【自動返信】…"), even without
+    automatic headers (DESIGN §3 rule 1)."""
+    if _VACATION_SUBJECT.search(msg.subject):
+        return Automatic(AutomaticKind.AUTO_REPLY, "vacation subject")
+    return None
+
+
 def _check_precedence(msg: InboundMessage, own_address: str) -> Automatic | None:
     value = msg.headers.get("precedence", "").strip().lower()
-    if value in ("bulk", "junk", "list", "auto_reply"):
-        kind = AutomaticKind.AUTO_REPLY if value == "auto_reply" else AutomaticKind.BULK
-        return Automatic(kind, f"precedence: {value}")
+    if value == "auto_reply":
+        return Automatic(AutomaticKind.AUTO_REPLY, f"precedence: {value}")
+    if value in ("bulk", "junk", "list"):
+        return Automatic(AutomaticKind.LIST, f"precedence: {value}")
     return None
+
+
+def _check_list_headers(msg: InboundMessage, own_address: str) -> Automatic | None:
+    """RFC 2919 List-Id, mailing-list software (fml, Mailman), Google Groups."""
+    if msg.headers.get("list-id"):
+        return Automatic(AutomaticKind.LIST, "list-id")
+    if msg.headers.get("x-mlserver") or msg.headers.get("x-ml-name"):
+        return Automatic(AutomaticKind.LIST, "mailing list software")
+    if msg.headers.get("x-google-group-id") or msg.headers.get("x-original-from"):
+        return Automatic(AutomaticKind.LIST, "group relay")
+    return None
+
+
+_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w.-]+\.[\w-]+", re.UNICODE)
+
+
+def list_senders(msg: InboundMessage) -> list[str]:
+    """Whose mail a list or group message may be, best first: its From, then the
+    author a relay names (`X-Original-From`, `X-Original-Sender`, Google
+    Groups), then `Reply-To` (Mailman's DMARC mitigation rewrites From to the
+    list and puts the author there).  Lower-case addresses."""
+    found = [msg.from_addr or ""]
+    for name in ("x-original-from", "x-original-sender"):
+        match = _ADDRESS.search(msg.headers.get(name, ""))
+        found.append(match.group(0) if match else "")
+    found.append(msg.reply_to or "")
+    return list(dict.fromkeys(a.lower() for a in found if a))
+
+
+def copy_relayed_by_list(msg: InboundMessage) -> bool:
+    """Whether MSG is a list's or group's copy (list headers, or Precedence
+    list/bulk): its text and subject may differ from the copy sent to us
+    directly (a footer, a subject tag) while its Message-ID is the same."""
+    return _check_list_headers(msg, "") is not None or \
+        msg.headers.get("precedence", "").strip().lower() in ("list", "bulk")
+
+
+def vacation_subject(subject: str) -> bool:
+    """A vacation phrase anywhere in SUBJECT: a sign, not proof (the loop guard
+    uses it; a person may write "Out of office next week?")."""
+    return bool(_OUT_OF_OFFICE_SUBJECT.search(subject) or _VACATION_SUBJECT.search(subject))
 
 
 def _check_exchange_auto(msg: InboundMessage, own_address: str) -> Automatic | None:
@@ -328,12 +425,14 @@ _RULES: tuple[Callable[[InboundMessage, str], Automatic | None], ...] = (
     _check_auto_submitted,
     _check_x_autoreply,
     _check_exchange_auto,
-    _check_precedence,
     _check_vendor_auto_headers,
-    _check_no_reply_sender,
     _check_bounce_text,
     _check_complaint_text,
     _check_weak_signals,
+    _check_vacation_subject,
+    _check_precedence,
+    _check_list_headers,
+    _check_no_reply_sender,
 )
 
 

@@ -38,6 +38,8 @@ class Verdict(StrEnum):
     UNKNOWN_SENDER = "unknown_sender"
     STAFF_MAIL = "staff_mail"            # a staff member on a request: to the client, commands
     STAFF_REFUSED = "staff_refused"      # staff commands or a notice's reply from a non-member
+    LIST_HELD = "list_held"              # list or group mail on behalf of no client: held
+    SPAM = "spam"                        # our spam filter's verdict (policy.spam_header): held
 
 
 class Reason(StrEnum):
@@ -45,6 +47,7 @@ class Reason(StrEnum):
     NOT_REQUESTER = "not_requester"
     NO_QUOTE_REFERENCE = "no_quote_reference"
     NO_OPEN_QUOTE = "no_open_quote"
+    RELAYED = "relayed"                  # a list relayed it: the client's mail, not a decision
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class Facts:
     staff_sender: bool = False              # the From is a staff.members address
     replies_to_staff_notice: bool = False   # it names one of our staff notices
     staff_commands: bool = False            # its new text has staff command lines
+    list_mail: bool = False                 # list or group mail (DESIGN §3 rule 2)
+    relayed: bool = False                   # ... whose From is the list, not the client
+    spam: bool = False                      # policy.spam_header says spam
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,29 @@ def rule_automatic(f: Facts) -> Decision | None:
     if f.bounce:
         return Decision(Verdict.BOUNCE)
     return Decision(Verdict.AUTOMATIC) if f.automatic else None
+
+
+def rule_spam(f: Facts) -> Decision | None:
+    """Our own spam filter's verdict: held for staff, never answered."""
+    return Decision(Verdict.SPAM) if f.spam else None
+
+
+def rule_list(f: Facts) -> Decision | None:
+    """List and group mail on behalf of no client is held for staff (never
+    answered: an answer would go to the list).  From a client it is a request
+    or a comment like any other, answered at the client's own address."""
+    if f.list_mail and f.sender_client_id is None:
+        return Decision(Verdict.LIST_HELD)
+    return None
+
+
+def rule_relayed(f: Facts) -> Decision | None:
+    """A decision relayed by a list (its From is the list's, the client's address
+    only named by the relay) is no decision: nobody vouches that the client
+    sent it.  It reaches staff as a comment."""
+    if f.relayed and f.command in _ANSWERS:
+        return Decision(Verdict.COMMENT, Reason.RELAYED)
+    return None
 
 
 def rule_forged(f: Facts) -> Decision | None:
@@ -118,8 +147,9 @@ def rule_buy(f: Facts) -> Decision | None:
     request: an order for the sender's own client (an invoice, or a refusal
     that says why). It never answers a quote: a BUY in a reply to a quote
     approves nothing.  A purchase that is all the message says but is not a
-    clear order (a question, a condition, two counts) is asked about."""
-    if f.sender_client_id is None:
+    clear order (a question, a condition, two counts) is asked about.  An order
+    relayed by a list is no order: nobody vouches that the client sent it."""
+    if f.sender_client_id is None or f.relayed:
         return None
     if f.command is Command.BUY:
         return Decision(Verdict.BUY)
@@ -174,8 +204,9 @@ def rule_linked_other(f: Facts) -> Decision | None:
     return Decision(Verdict.COMMENT)
 
 
-RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_forged, rule_staff, rule_buy,
-                           rule_unlinked, rule_answer, rule_linked_other)
+RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_spam, rule_list, rule_forged,
+                           rule_staff, rule_buy, rule_unlinked, rule_relayed, rule_answer,
+                           rule_linked_other)
 
 
 def decide(facts: Facts) -> Decision:

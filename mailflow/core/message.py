@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.header
 import email.utils
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from types import MappingProxyType
 
 __all__ = [
     "Attachment",
+    "content_digest",
+    "first_header",
     "InboundMessage",
     "bare_address",
     "decode_bytes",
@@ -55,9 +58,17 @@ KEPT_HEADERS = frozenset(
         "x-ms-exchange-inbox-rules-loop",
         "x-apple-action",
         "x-mlserver",
+    "x-original-from",
+    "x-original-sender",
+    "x-google-group-id",
+    "x-ml-name",
+    "list-post",
+    "sender",
     }
 )
-KEPT_HEADER_PREFIXES = ("x-mailflow-",)
+#: ``x-spam``: spam filters' verdicts (``X-Spam-Flag``, ``X-Spam-Status``, ``X-Spam``);
+#: the topmost is the one our own mail server added (``policy.spam_header``).
+KEPT_HEADER_PREFIXES = ("x-mailflow-", "x-spam")
 
 #: Longer Message-IDs are ignored (as if absent): nobody generates them, and
 #: every store and header that carries an id then stays within 255 characters.
@@ -129,6 +140,40 @@ class InboundMessage:
         """The top-level content type without parameters, lower case."""
         value = self.headers.get("content-type", "text/plain")
         return value.split(";", 1)[0].strip().lower() or "text/plain"
+
+
+def first_header(msg: InboundMessage, name: str) -> str | None:
+    """The topmost header NAME (the one our own mail server added above anything
+    the sender wrote), decoded; read from the kept headers, else from the raw
+    header block.  None when absent."""
+    name = name.lower()
+    if name in msg.headers:
+        return msg.headers[name]
+    try:
+        parsed = HeaderParser(policy=policy.compat32).parsestr(
+            _header_block(msg.raw).decode("utf-8", "surrogateescape"))
+        value = parsed.get(name)
+    except Exception:
+        return None
+    return None if value is None else clean_subject(_decode_raw_header(str(value)))
+
+
+def content_digest(msg: InboundMessage) -> str:
+    """A digest of what a person wrote and to whom: sender, recipients,
+    subject, date, text, HTML and attachments — not the transport headers
+    (`Received`, `Delivered-To`, a filter's verdict), which differ between two
+    deliveries of the same message.  Two messages with one Message-ID and
+    different digests are different messages (web forms reuse Message-IDs)."""
+    digest = hashlib.sha256()
+    date = msg.date.isoformat() if msg.date else ""
+    for value in (msg.from_addr or "", ",".join(msg.to), ",".join(msg.cc), msg.subject, date,
+                  " ".join(msg.text.split()), " ".join((msg.html or "").split())):
+        digest.update(value.encode("utf-8", "surrogatepass") + b"\0")
+    for attachment in msg.attachments:
+        digest.update(f"{attachment.filename}|{attachment.content_type}|{attachment.size}|"
+                      .encode("utf-8", "surrogatepass"))
+        digest.update(hashlib.sha256(attachment.data).digest())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------
@@ -756,8 +801,20 @@ def _addresses_of(msg: Message, name: str, defects: list[str]) -> tuple[str, ...
     return tuple(addr for _, addr in _address_pairs(msg, name, defects))
 
 
+#: Blank lines before the first header (some relays and web forms write them);
+#: a parser would read them as the end of an empty header block.
+_LEADING_BLANK_LINES = re.compile(rb"(?:[ \t]*\r?\n)+(?=[!-9;-~]+[ \t]*:)")
+
+
+def _without_leading_blank_lines(raw: bytes) -> bytes:
+    """RAW from its first header line, when blank lines come before it."""
+    match = _LEADING_BLANK_LINES.match(raw, 0, MAX_HEADER_BLOCK)
+    return raw[match.end():] if match else raw
+
+
 def _build(raw: bytes, max_bytes: int | None, attachment_limit: int | None) -> InboundMessage:
     defects: list[str] = []
+    raw = _without_leading_blank_lines(raw)
     over_limit = max_bytes is not None and len(raw) > max_bytes
     if over_limit:
         defects.append(

@@ -252,7 +252,7 @@ def order_by_mail(session: Session, desk: Desk, *, client: Client, count: int | 
     `client/order_refused` answer saying why there is none.  Idempotent per
     message: the same Message-ID again returns its invoice and mails nothing.
     Both answers reply to a person's explicit order: the loop cap never holds
-    them back (`outbox.NEVER_SUPPRESSED`).  `note`: the mail's text when it
+    them back (`core.loopguard.NEVER_SUPPRESSED`).  `note`: the mail's text when it
     says more than the order (staff read it in their notice).  Returns the invoice (or None) and a note for the record."""
     quantity = order_quantity(count, count_text)
     try:

@@ -9,10 +9,19 @@ import hashlib
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from mailflow.core.authres import forbids_action
-from mailflow.core.autoreply import AutomaticKind, bounce_evidence, classify_automatic
+from mailflow.core.autoreply import (
+    NEVER_A_PERSON,
+    AutomaticKind,
+    bounce_evidence,
+    classify_automatic,
+    copy_relayed_by_list,
+    list_senders,
+    vacation_subject,
+)
 from mailflow.core.classify import (
     Decision,
     Facts,
@@ -23,7 +32,14 @@ from mailflow.core.classify import (
     tokens_in,
 )
 from mailflow.core.decisions import Command, Reading, read_reply
-from mailflow.core.message import InboundMessage, extract_bounced_message_ids, parse_message
+from mailflow.core.loopguard import Correspondent, Seen, looks_automatic, text_digest
+from mailflow.core.message import (
+    InboundMessage,
+    content_digest,
+    extract_bounced_message_ids,
+    first_header,
+    parse_message,
+)
 from mailflow.core.staffmail import command_lines
 from mailflow.core.states import Status
 from mailflow.core.trim import trim_reply
@@ -51,6 +67,7 @@ from mailflow.services.outbox import (
     notify_staff,
     queue_message,
     quote_context,
+    suspect_loop,
 )
 
 
@@ -142,6 +159,8 @@ class Context:
     request: Request | None = None
     quote: Quote | None = None
     tokens: tuple[str, ...] = ()
+    relayed_by: str | None = None       # the list's From, when a list relayed a client's mail
+    list_mail: bool = False
 
     @property
     def command(self) -> Command | None:
@@ -216,13 +235,43 @@ def _request_facts(session: Session, desk: Desk, ctx: Context, *, fresh: bool = 
     )
 
 
+def _is_spam(msg: InboundMessage, desk: Desk) -> bool:
+    marker = desk.settings.policy.spam_marker
+    if marker is None:
+        return False
+    value = first_header(msg, marker[0])
+    return value is not None and value.strip().lower().startswith(marker[1])
+
+
+def _on_behalf_of(session: Session, msg: InboundMessage) -> tuple[InboundMessage, Client | None]:
+    """List or group mail: the message as from the first client address among
+    its From and the author the relay names (answers go there, never to the list)."""
+    for address in list_senders(msg):
+        client = client_by_address(session, address)
+        if client is not None:
+            return (msg if address == (msg.from_addr or "").lower()
+                    else replace(msg, from_addr=address)), client
+    return msg, None
+
+
 def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Context]:
     policy = desk.settings.policy
     automatic = classify_automatic(msg, own_address=desk.settings.mailbox.address)
+    list_mail = automatic is not None and automatic.kind is AutomaticKind.LIST
+    relayed_by, sender = None, None
+    if list_mail:
+        original_from = msg.from_addr
+        msg, sender = _on_behalf_of(session, msg)
+        relayed_by = original_from if msg.from_addr != original_from else None
+    else:
+        sender = client_by_address(session, msg.from_addr)
     new_text = trim_reply(msg.text)
     ctx = Context(msg=msg, new_text=new_text, reading=read_reply(new_text, msg.subject),
-                  sender=client_by_address(session, msg.from_addr))
-    if automatic is not None:
+                  sender=sender, relayed_by=relayed_by, list_mail=list_mail)
+    if automatic is not None and automatic.kind in NEVER_A_PERSON:
+        if automatic.kind is AutomaticKind.AUTO_REPLY:
+            # Recorded with its request, so that `show` lists it for staff.
+            ctx.request = _linked_request(session, desk, msg, (), sender)
         return Facts(own=automatic.kind is AutomaticKind.OWN, automatic=automatic.reason,
                      bounce=automatic.kind is AutomaticKind.BOUNCE), ctx
     ctx.tokens = tuple(tokens_in((*msg.to, *msg.cc), msg.text))
@@ -235,7 +284,40 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
                  buy_count_text=ctx.reading.count_text, buy_unclear=ctx.reading.buy_unclear,
                  sender_client_id=ctx.sender.id if ctx.sender else None,
                  dmarc_failed=dmarc_failed,
-                 require_quote_reference=policy.require_quote_reference, **facts), ctx
+                 require_quote_reference=policy.require_quote_reference,
+                 list_mail=list_mail, relayed=relayed_by is not None,
+                 spam=_is_spam(msg, desk), **facts), ctx
+
+
+# --- the loop guard's question: does the correspondent look automatic? -----------------
+
+_RECENT = 30  # earlier messages of one correspondent looked at
+_TEXT_COMPARED = 20_000  # characters of each text compared
+
+
+def correspondent(session: Session, desk: Desk, ctx: Context) -> Correspondent:
+    """What the last hour of a correspondent's mail looked like (core.loopguard)."""
+    msg = ctx.msg
+    rows = session.exec(select(Inbound.classification, Inbound.subject,
+                               func.substr(Inbound.text, 1, _TEXT_COMPARED))
+                        .where(Inbound.from_addr == msg.from_addr,
+                               Inbound.received_at >= desk.now() - timedelta(hours=1))
+                        .order_by(Inbound.id.desc()).limit(_RECENT)).all()
+    # A comment is stored trimmed, anything else whole: the current message
+    # matches an earlier one by either of its texts.
+    whole = text_digest(msg.text[:_TEXT_COMPARED])
+    trimmed = text_digest(ctx.new_text[:_TEXT_COMPARED])
+    earlier = [Seen(digest=trimmed if text_digest(text) == whole else text_digest(text),
+                    vacation_subject=vacation_subject(subject),
+                    automatic=classification in ("automatic", Verdict.LIST_HELD.value))
+               for classification, subject, text in rows]
+    ours = None
+    if msg.date is not None:
+        ours = session.exec(select(func.max(Outbox.sent_at)).where(
+            Outbox.to_addrs == msg.from_addr.lower(), Outbox.sent_at <= msg.date)).one()
+    current = Seen(digest=trimmed, automatic=ctx.list_mail,
+                   vacation_subject=vacation_subject(msg.subject), written_at=msg.date)
+    return Correspondent(current=current, earlier=earlier, our_last_mail_at=ours)
 
 
 def _staff_facts(session: Session, desk: Desk, msg: InboundMessage, new_text: str) -> dict:
@@ -304,15 +386,29 @@ def _bounce(session: Session, desk: Desk, ctx: Context) -> str:
     return f"bounce of {len(rows)} of our messages" if rows else "bounce of unknown mail"
 
 
+def from_staff_notify_address(desk: Desk, address: str | None) -> bool:
+    """Our own staff notification addresses (`staff.notify`): whatever comes from
+    there in answer to our notices (a staff mailbox's responder without
+    `Auto-Submitted`) must never start another notice — that is a loop."""
+    return bool(address) and address.lower() in {a.lower() for a in desk.settings.staff.notify}
+
+
 def _hold(session: Session, desk: Desk, ctx: Context, reason: str,
-          kind: str = "unknown_sender") -> None:
+          kind: str = "unknown_sender") -> str:
+    """Hold the message for staff and tell them — unless it came from our own
+    staff notification address (issue 9.3): then it is only recorded."""
+    if from_staff_notify_address(desk, ctx.msg.from_addr):
+        return "; recorded without a notice: from our own staff notification address"
     notify_staff(session, desk, template="staff/held", context={
         "from_addr": ctx.msg.from_addr or "(none)", "subject": ctx.msg.subject,
         "reason": reason, "kind": kind})
+    return ""
 
 
 def _unknown_sender(session: Session, desk: Desk, ctx: Context) -> str:
-    _hold(session, desk, ctx, "unknown sender")
+    quiet = _hold(session, desk, ctx, "unknown sender")
+    if quiet:
+        return "held: unknown sender" + quiet
     if desk.settings.policy.unknown_sender != "reply" or not ctx.msg.from_addr:
         return "held: unknown sender"
     since = desk.now() - timedelta(days=1)
@@ -421,12 +517,7 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
             return InboundStatus.PROCESSED, "unclear decision, client asked: " + ", ".join(
                 r for r in ctx.reading.reasons if r not in ("greeting", "closing"))
         case Verdict.COMMENT:
-            listing, files = notice_files(desk, msg.attachments)
-            notify_staff(session, desk, template="staff/comment",
-                         client=session.get(Client, ctx.request.client_id),
-                         request=ctx.request, attachments=files,
-                         context={"from_addr": msg.from_addr, "text": ctx.new_text or msg.text,
-                                  "attachments": listing})
+            return InboundStatus.PROCESSED, _comment(session, desk, ctx, decision)
         case Verdict.NOT_AUTHORISED:
             reason = decision.reason or Reason.NO_QUOTE_REFERENCE
             quote = quote_context(desk, ctx.quote) if ctx.quote else None
@@ -453,11 +544,51 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
             reason += f" from {msg.from_addr or '(none)'}, not in staff.members: nothing done"
             _hold(session, desk, ctx, reason, kind="staff_command")
             return InboundStatus.HELD, reason
+        case Verdict.LIST_HELD:
+            return InboundStatus.HELD, "held: list or group mail on behalf of no client" + \
+                _hold(session, desk, ctx, "list or group mail on behalf of no client",
+                      kind="list")
+        case Verdict.SPAM:
+            spam_header = desk.settings.policy.spam_header
+            return InboundStatus.HELD, "held: spam (policy.spam_header)" + _hold(
+                session, desk, ctx, f"our spam filter's verdict ({spam_header})", kind="spam")
+    if ctx.relayed_by:
+        return InboundStatus.PROCESSED, f"list mail relayed by {ctx.relayed_by}"
     return InboundStatus.PROCESSED, None
 
 
 def _addresses(msg: InboundMessage) -> list[str]:
     return [a for a in (msg.from_addr, *msg.to, *msg.cc) if a]
+
+
+def _comment(session: Session, desk: Desk, ctx: Context, decision: Decision) -> str | None:
+    """A reply with no decision: staff get the trimmed text; the client gets one
+    receipt a day per request that, while a quote is open, repeats how to
+    approve and until when (DESIGN §3 rule 5)."""
+    msg = ctx.msg
+    notes = []
+    if decision.reason is Reason.RELAYED:
+        notes.append(f"a decision relayed by {ctx.relayed_by}: not acted on, staff told")
+    elif ctx.relayed_by:
+        notes.append(f"list mail relayed by {ctx.relayed_by}")
+    receipted = session.exec(select(Outbox.id).where(
+        Outbox.template == "client/comment_received", Outbox.request_id == ctx.request.id,
+        Outbox.created_at >= desk.now() - timedelta(days=1))).first()
+    if receipted is not None:
+        notes.append("receipt already sent today")
+    else:
+        quote = ctx.quote if ctx.request.status == Status.QUOTED and ctx.quote is not None \
+            and not requests_service.quote_is_expired(desk, ctx.quote) else None
+        _answer(session, desk, ctx, "client/comment_received",
+                quote=quote_context(desk, quote) if quote else None,
+                relayed=decision.reason is Reason.RELAYED)
+    listing, files = notice_files(desk, msg.attachments)
+    notify_staff(session, desk, template="staff/comment",
+                 client=session.get(Client, ctx.request.client_id), request=ctx.request,
+                 attachments=files,
+                 context={"from_addr": msg.from_addr, "text": ctx.new_text or msg.text,
+                          "attachments": listing})
+    return "; ".join(notes) or None
 
 
 # Mail no human wrote is recorded and ignored, whatever its size.
@@ -510,30 +641,57 @@ def _marker(desk: Desk, rerun: Inbound | None, key: str, source: Source, msg: In
     row = rerun or Inbound(message_id=key, received_at=desk.now())
     if rerun is None or source.uid is not None:
         values.update(mailbox=source.mailbox, uidvalidity=source.uidvalidity, uid=source.uid)
-    values.update(from_addr=msg.from_addr, subject=msg.subject[:1000], text=msg.text)
+    values = {"from_addr": msg.from_addr, "subject": msg.subject[:1000], "text": msg.text,
+              **values}
     for name, value in values.items():
         setattr(row, name, value)
     return row
+
+
+def identify(session: Session, source: Source, msg: InboundMessage,
+             raw: bytes) -> tuple[str, str, Inbound | None, str | None]:
+    """The key to record MSG under, its content digest, the marker of the same
+    message if it was seen before, and a note.
+
+    Duplicates are recognised by Message-ID together with the content digest
+    (DESIGN §3): the same message again (same digest, or a marker from before
+    digests were kept) is the marker found; a different message reusing a known
+    Message-ID (web forms, some mailers) is recorded under its digest and
+    processed as itself.  A list's copy of a known message (a footer added, the
+    subject tagged) is the same message: the client wrote to us and the list."""
+    key, digest = message_key(msg, raw), content_digest(msg)
+    existing = find_processed(session, source, key)
+    same_copy = existing is not None and source.uid is not None and \
+        (existing.mailbox, existing.uidvalidity, existing.uid) == \
+        (source.mailbox, source.uidvalidity, source.uid)
+    if existing is None or same_copy or existing.digest in (None, digest) \
+            or copy_relayed_by_list(msg):
+        return key, digest, existing, None
+    key = f"sha256:{digest}"
+    note = (f"Message-ID <{msg.message_id}> was already used by inbound #{existing.id}, "
+            "a different message: processed as itself")
+    return key, digest, find_processed(session, Source(), key), note
 
 
 def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source = Source(),
                    answers: bool = True, mark: bool = True) -> Outcome:
     """Record, classify and act on one raw message, in the caller's transaction.
 
-    A message already recorded (same folder UID, or same Message-ID) is
-    recognised and nothing happens again.  With `answers=False` (history
-    import) the message is recorded and linked but nothing is changed or sent.
-    `mark=False`: the caller advances the folder's marker once for a batch.
+    A message already recorded (same folder UID, or same Message-ID and
+    content) is recognised and nothing happens again.  With `answers=False`
+    (history import) the message is recorded and linked but nothing is changed
+    or sent.  `mark=False`: the caller advances the folder's marker once for a
+    batch.
     """
     max_bytes = int(desk.settings.policy.max_message_mb * 1024 * 1024)
     msg = parse_message(raw, max_bytes=max_bytes)
-    key = message_key(msg, raw)
-    existing = find_processed(session, source, key)
+    key, digest, existing, reused = identify(session, source, msg, raw)
     rerun = claim_rerun(session, existing, source) if existing and answers else None
     if existing is not None and rerun is None:
         return _already_done(existing)
     with session.no_autoflush:  # reads only; the previous message is flushed already
         facts, ctx = gather(session, desk, msg)
+    msg = ctx.msg  # list mail: as from the client's own address
     decision = decide(facts)
     oversize = msg.size > max_bytes and decision.verdict not in _NEVER_ANSWERED
     if not answers:
@@ -544,20 +702,31 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
         note = (f"{msg.size / 1048576:.1f} MB, over policy.max_message_mb "
                 f"({desk.settings.policy.max_message_mb:g}): held for staff; the original "
                 "stays in the mailbox")
-        _hold(session, desk, ctx, note, kind="oversize")
+        note += _hold(session, desk, ctx, note, kind="oversize")
         status, verdict = InboundStatus.HELD, "oversize"
     elif _from_inactive_client(decision, ctx):
         status, verdict, note = InboundStatus.HELD, "inactive_client", _hold_inactive(
             session, desk, ctx)
     else:
+        if decision.verdict not in _NEVER_ANSWERED and msg.from_addr:
+            with session.no_autoflush:
+                machine = looks_automatic(correspondent(session, desk, ctx))
+            if machine is not None:
+                suspect_loop(session, msg.from_addr, machine)
         decision = decide_locked(session, desk, facts, ctx)
         status, note = act(session, desk, decision, ctx)
         verdict = decision.verdict.value
-    keep_raw = status in (InboundStatus.HELD, InboundStatus.FAILED) and not oversize
+        if decision.verdict is Verdict.AUTOMATIC and note is None:
+            note = facts.automatic
+    comment = answers and verdict == Verdict.COMMENT.value and bool(ctx.new_text)
+    # A comment is stored as its trimmed text; the original stays (`show ID --raw N`).
+    keep_raw = (status in (InboundStatus.HELD, InboundStatus.FAILED) and not oversize) \
+        or comment
     row = _marker(desk, rerun, key, source, msg, status=status, classification=verdict,
-                  reason="; ".join(filter(None, [note, *msg.defects[:3]])) or None,
+                  reason="; ".join(filter(None, [note, reused, *msg.defects[:3]])) or None,
                   request_id=ctx.request.id if ctx.request else None,
-                  raw=raw if keep_raw else None)
+                  raw=raw if keep_raw else None, digest=digest,
+                  **({"text": ctx.new_text} if comment else {}))
     session.add(row)
     session.flush()
     for attachment in msg.attachments:
@@ -582,14 +751,14 @@ def record_failure(session: Session, desk: Desk, raw: bytes, *, source: Source,
                    reason: str, mark: bool = True) -> Outcome:
     """Keep a message that could not be processed, with the reason, and tell staff."""
     msg = parse_message(raw, max_bytes=int(desk.settings.policy.max_message_mb * 1024 * 1024))
-    key = message_key(msg, raw)
-    existing = find_processed(session, source, key)
+    key, digest, existing, _ = identify(session, source, msg, raw)
     rerun = claim_rerun(session, existing, source) if existing else None
     if existing is not None and rerun is None:
         return _already_done(existing)
     # A message run again that failed again: the marker says why now, staff hear again.
     row = _marker(desk, rerun, key, source, msg, status=InboundStatus.FAILED,
-                  classification="failed", reason=reason[:2000], raw=raw, request_id=None)
+                  classification="failed", reason=reason[:2000], raw=raw, request_id=None,
+                  digest=digest)
     session.add(row)
     session.flush()
     notify_staff(session, desk, template="staff/failed", context={

@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from mailflow.core.billing import order_amounts
 from mailflow.core.ledger import summarise
+from mailflow.core.loopguard import may_suppress
 from mailflow.desk import Desk
 from mailflow.models import (
     Client,
@@ -120,7 +121,7 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
                   request: Request | None = None, auto: bool = False,
                   in_reply_to: str | None = None, lang: str | None = None,
                   reply_to: str | None = None, thread: bool = True,
-                  attachments: Sequence[FileToSend] = ()) -> Outbox:
+                  attachments: Sequence[FileToSend] = (), held: str | None = None) -> Outbox:
     """Render `template` for `to` and write it to the outbox; returns the row.
 
     The balance footer shows the client's balance as it stands in this
@@ -128,7 +129,8 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
     refer to the request's earlier messages in References (off when the
     recipient is not the request's client).  Client mail to a request's
     requester Cc's the request's other addresses of the same client
-    (`policy.cc_client_contacts`, `copied_contacts`)."""
+    (`policy.cc_client_contacts`, `copied_contacts`).  `held`: write the row
+    `suppressed` with this reason (it is kept and listed, never sent)."""
     session.flush()
     full: dict[str, Any] = {
         "client": {"name": client.name, "lang": client.lang} if client else None,
@@ -154,23 +156,24 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
             and request.requester in recipients.split(","):
         cc = [a for a in copied_contacts(session, desk, request)
               if a not in recipients.split(",")]
-    status = OutboxStatus.PENDING
-    if auto and template not in NEVER_SUPPRESSED \
-            and over_autoreply_limit(session, desk, recipients):
-        status = OutboxStatus.SUPPRESSED
+    if held is None and auto:
+        held = loop_guard(session, desk, recipients, template)
+    status = OutboxStatus.SUPPRESSED if held else OutboxStatus.PENDING
     row = Outbox(message_id=new_message_id(desk), template=template,
                  request_id=request.id if request else None,
                  client_id=client.id if client else None,
                  to_addrs=recipients, cc_addrs=",".join(cc) or None,
                  subject=rendered.subject, body_text=rendered.text, body_html=rendered.html,
                  in_reply_to=parent, references=" ".join(references[-20:]) or None,
-                 reply_to=reply_to, auto=auto, status=status,
+                 reply_to=reply_to, auto=auto, status=status, last_error=held,
                  next_attempt_at=desk.now(), created_at=desk.now())
     for file in attachments:
         row.attachments.append(OutboxAttachment(filename=file.filename,
                                                 content_type=file.content_type, data=file.data))
     session.add(row)
     session.flush()
+    if held and auto:
+        _tell_staff_of_suppressed(session, desk, row)
     return row
 
 
@@ -201,15 +204,49 @@ def add_participants(session: Session, request: Request, addresses: Iterable[str
         session.add(request)
 
 
-#: Automatic answers the hourly cap never holds back: they answer a person's
-#: explicit order (`BUY n`: the invoice, or why there is none).
-NEVER_SUPPRESSED = frozenset({"client/invoice", "client/order_refused"})
+# --- the loop guard (DESIGN §3 rule 10) ---------------------------------------------
+
+def suspect_loop(session: Session, address: str, reason: str) -> None:
+    """Mark ADDRESS, for this transaction, as a correspondent that looks automatic
+    (`core.loopguard.looks_automatic`): only then does the hourly cap apply to
+    the answers written to it."""
+    session.info.setdefault("loop_suspects", {})[address.lower()] = reason
+
+
+def loop_guard(session: Session, desk: Desk, recipients: str, template: str) -> str | None:
+    """Why an automatic answer to RECIPIENTS must not be sent, or None.
+
+    The cap holds back answers only to a correspondent that looks automatic
+    (marked by `suspect_loop`), and never a decision's confirmation: a person
+    in an ordinary conversation always gets every answer."""
+    reason = session.info.get("loop_suspects", {}).get(recipients)
+    if reason is None or not may_suppress(template):
+        return None
+    if over_autoreply_limit(session, desk, recipients):
+        limit = desk.settings.policy.autoreply_limit_per_hour
+        return f"loop guard: {limit} automatic answers in the last hour to a correspondent " \
+               f"that looks automatic ({reason})"
+    return None
+
+
+def _tell_staff_of_suppressed(session: Session, desk: Desk, row: Outbox) -> None:
+    """Staff hear of held-back answers once per address per day: when this is the
+    first one to that address for a day."""
+    earlier = session.exec(select(Outbox.id).where(
+        Outbox.to_addrs == row.to_addrs, Outbox.status == OutboxStatus.SUPPRESSED,
+        Outbox.auto.is_(True), Outbox.id != row.id,
+        Outbox.created_at >= desk.now() - timedelta(days=1))).first()
+    if earlier is None:
+        notify_staff(session, desk, template="staff/answers_suppressed",
+                     request=session.get(Request, row.request_id) if row.request_id else None,
+                     context={"address": row.to_addrs, "reason": row.last_error,
+                              "held": {"id": row.id, "subject": row.subject,
+                                       "template": row.template}})
 
 
 def over_autoreply_limit(session: Session, desk: Desk, recipients: str) -> bool:
-    """Automatic answers to one address are capped per hour: a loop with an
-    autoresponder we failed to recognise stops there.  The row is still written
-    (status `suppressed`), so nothing is lost from the record.
+    """Whether RECIPIENTS had `policy.autoreply_limit_per_hour` automatic answers
+    in the last hour (suppressed ones not counted); counts this one if not.
 
     Counts once per address and transaction, then in memory: a batch of
     messages from one sender asks the database once."""
@@ -258,19 +295,49 @@ def notify_staff(session: Session, desk: Desk, *, template: str, context: Mappin
                  thread: bool = True, to: Sequence[str] | None = None,
                  attachments: Sequence[FileToSend] = ()) -> Outbox | None:
     """A staff notice: to the request's owner when there is one, else to
-    `staff.notify` (`to` overrides both)."""
+    `staff.notify` (`to` overrides both).  Notices of one kind are capped per
+    hour (`policy.staff_notice_limit_per_hour`): past the cap they are written
+    `suppressed` (listed by `mailflow outbox`, never sent), and staff get one
+    `staff/notices_held` summary instead of a flood (issue 9.3)."""
     recipients = list(to) if to is not None else staff_recipients(desk, request)
     if not recipients:
         return None
-    return queue_message(session, desk, template=template, to=recipients, context=context,
-                         client=client, request=request, lang=desk.settings.language,
-                         thread=thread, attachments=attachments)
+    held = _staff_notice_cap(session, desk, template)
+    row = queue_message(session, desk, template=template, to=recipients, context=context,
+                        client=client, request=request, lang=desk.settings.language,
+                        thread=thread, attachments=attachments, held=held)
+    if held and _first_held_this_hour(session, desk, row):
+        queue_message(session, desk, template="staff/notices_held", to=recipients,
+                      context={"kind": template, "limit": desk.settings.policy
+                               .staff_notice_limit_per_hour, "first": {
+                                   "id": row.id, "subject": row.subject}},
+                      lang=desk.settings.language)
+    return row
+
+
+def _staff_notice_cap(session: Session, desk: Desk, template: str) -> str | None:
+    limit = desk.settings.policy.staff_notice_limit_per_hour
+    if limit is None or template == "staff/notices_held":
+        return None
+    sent = session.exec(select(func.count()).select_from(Outbox).where(
+        Outbox.template == template, Outbox.status != OutboxStatus.SUPPRESSED,
+        Outbox.created_at >= desk.now() - timedelta(hours=1))).one()
+    if sent < limit:
+        return None
+    return f"staff notice cap: {limit} notices of this kind in the last hour"
+
+
+def _first_held_this_hour(session: Session, desk: Desk, row: Outbox) -> bool:
+    earlier = session.exec(select(Outbox.id).where(
+        Outbox.template == row.template, Outbox.status == OutboxStatus.SUPPRESSED,
+        Outbox.id != row.id, Outbox.created_at >= desk.now() - timedelta(hours=1))).first()
+    return earlier is None
 
 
 def _outbox_query(query, include_sent: bool):
     if not include_sent:
         query = query.where(Outbox.status.in_([OutboxStatus.PENDING, OutboxStatus.SENDING,
-                                               OutboxStatus.FAILED]))
+                                               OutboxStatus.FAILED, OutboxStatus.SUPPRESSED]))
     return query
 
 

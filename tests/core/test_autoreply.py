@@ -42,18 +42,25 @@ CASES = [
         "auto-submitted: auto-replied",
     ),
     ("auto-submitted-no-is-human", mail("Auto-Submitted: no\n"), None, None),
-    ("precedence-bulk", mail("Precedence: bulk\n"), AutomaticKind.BULK, "precedence: bulk"),
-    ("precedence-junk", mail("Precedence: junk\n"), AutomaticKind.BULK, "precedence: junk"),
-    ("precedence-list", mail("Precedence: list\n"), AutomaticKind.BULK, "precedence: list"),
+    ("precedence-bulk", mail("Precedence: bulk\n"), AutomaticKind.LIST, "precedence: bulk"),
+    ("precedence-junk", mail("Precedence: junk\n"), AutomaticKind.LIST, "precedence: junk"),
+    ("precedence-list", mail("Precedence: list\n"), AutomaticKind.LIST, "precedence: list"),
     ("x-autoreply", mail("X-Autoreply: yes\n"), AutomaticKind.AUTO_REPLY, "x-autoreply"),
     ("x-autorespond", mail("X-Autorespond: 1\n"), AutomaticKind.AUTO_REPLY, "x-autorespond"),
     ("null-return-path", mail("Return-Path: <>\n"), AutomaticKind.AUTO_REPLY, "null return path"),
     (
         "mailer-daemon",
-        mail("From: MAILER-DAEMON@mx.example.org\n").replace(
+        mail("From: MAILER-DAEMON@mx.example.org\n", body="<x@y.example>: User unknown").replace(
             b"Subject: Hi", b"Subject: Undelivered Mail Returned to Sender"),
         AutomaticKind.BOUNCE,
         "sender mailer-daemon",
+    ),
+    (   # the sender's name and a subject alone are no bounce (issue 8 point 5)
+        "mailer-daemon-name-and-subject-only",
+        mail("From: MAILER-DAEMON@mx.example.org\n", body="Hello from the admin").replace(
+            b"Subject: Hi", b"Subject: Undelivered Mail Returned to Sender"),
+        None,
+        None,
     ),
     (
         "postmaster-bounce-text",

@@ -164,6 +164,24 @@ DECISIONS = [
      Verdict.UNKNOWN_SENDER, None),
     ("dmarc-fail-unclear-buy", Facts(sender_client_id=ACME, buy_unclear=True,
                                      dmarc_failed=True), Verdict.FORGED, None),
+    # list and group mail (DESIGN §3 rule 2), spam (policy.spam_header)
+    ("list-mail-of-no-client-is-held", Facts(list_mail=True), Verdict.LIST_HELD, None),
+    ("list-mail-of-a-client-is-a-request", Facts(list_mail=True, sender_client_id=ACME),
+     Verdict.NEW_REQUEST, None),
+    ("list-mail-of-a-client-is-a-comment", linked(list_mail=True), Verdict.COMMENT, None),
+    ("list-mail-from-the-clients-own-address-decides", linked(list_mail=True, command=A),
+     Verdict.APPROVE, None),
+    ("relayed-approve-is-a-comment", linked(list_mail=True, relayed=True, command=A),
+     Verdict.COMMENT, Reason.RELAYED),
+    ("relayed-reject-is-a-comment", linked(list_mail=True, relayed=True, command=R),
+     Verdict.COMMENT, Reason.RELAYED),
+    ("relayed-balance-answered", linked(list_mail=True, relayed=True,
+                                        command=Command.BALANCE), Verdict.BALANCE, None),
+    ("spam-is-held", Facts(spam=True, sender_client_id=ACME), Verdict.SPAM, None),
+    ("spam-approve-is-held", linked(spam=True, command=A), Verdict.SPAM, None),
+    ("spam-list-mail-is-spam", Facts(spam=True, list_mail=True), Verdict.SPAM, None),
+    ("relayed-buy-is-a-comment", linked(list_mail=True, relayed=True, command=B,
+                                        buy_count=5), Verdict.COMMENT, None),
 ]
 
 

@@ -51,6 +51,7 @@ PROCESSED = re.compile(r"uid \d+: ")
 def serve_config(tmp_path: Path, db_url: str, dovecot, smtp_server, **overrides) -> dict:
     config = write_config(tmp_path / "mailflow.yaml", db_url=db_url, imap_port=dovecot.port,
                           smtp_port=smtp_server.port, policy__autoreply_limit_per_hour=1000,
+                          policy__staff_notice_limit_per_hour=None,
                           **overrides)
     return env_for(config, dovecot.password)
 
@@ -141,7 +142,8 @@ def in_process_desk(dovecot, smtp_server, clock, monkeypatch) -> Desk:
                              "password_env": "MAILFLOW_IMAP_PASSWORD", "start": "all"}},
         "smtp": {"host": smtp_server.host, "port": smtp_server.port, "timeout_seconds": 5},
         "staff": {"notify": ["staff@agency.example"]},
-        "policy": {"autoreply_limit_per_hour": 1000}})
+        "policy": {"autoreply_limit_per_hour": 1000,
+                     "staff_notice_limit_per_hour": None}})
     return Desk(settings, clock=clock)
 
 

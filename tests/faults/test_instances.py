@@ -84,7 +84,8 @@ def test_two_serve_processes_on_one_mailbox_process_and_send_everything_once(
     config = write_config(tmp_path / "mailflow.yaml", db_url=pg_db_url, imap_port=dovecot.port,
                           smtp_port=smtp_server.port, mailbox__imap__batch_size=5,
                           mailbox__imap__poll_seconds=POLL_SECONDS,
-                          policy__autoreply_limit_per_hour=1000)
+                          policy__autoreply_limit_per_hour=1000,
+                          policy__staff_notice_limit_per_hour=None)
     env = env_for(config, dovecot.password)  # the default smtp.claim_timeout_seconds (300)
     processes = start_instances([env, env], tmp_path)
     try:
@@ -226,7 +227,8 @@ def test_approvals_racing_in_two_serve_processes_never_overdraw_a_balance(
                               imap_port=dovecot.port, smtp_port=smtp_server.port,
                               mailbox__imap__username=user, mailbox__imap__batch_size=2,
                               mailbox__imap__poll_seconds=POLL_SECONDS,
-                              policy__autoreply_limit_per_hour=1000)
+                              policy__autoreply_limit_per_hour=1000,
+                          policy__staff_notice_limit_per_hour=None)
         envs.append(env_for(config, dovecot.password))
     processes = start_instances(envs, tmp_path)
     try:

@@ -222,6 +222,11 @@ SAMPLES: list[Sample] = [
     Sample("client/already_answered", {"request": REQUEST, "quote": QUOTE,
                                        "outcome": "rejected", "asked": "approved"},
            "other-answer"),
+    Sample("client/comment_received", {"request": REQUEST, "quote": QUOTE}),
+    Sample("client/comment_received", {"request": {**REQUEST, "status": "approved"},
+                                       "quote": None}, "no-open-quote"),
+    Sample("client/comment_received", {"request": REQUEST, "quote": QUOTE, "relayed": True},
+           "relayed"),
     Sample("client/invoice", {"invoice": ISSUED, "billing": BILLING}),
     Sample("client/payment_received", {"invoice": INVOICE, "billing": BILLING}),
     *[Sample("client/order_refused", {"order": {"text": text, "problem": problem,
@@ -270,7 +275,18 @@ SAMPLES: list[Sample] = [
           ("forged", "DMARC check failed: the sender address is forged", "forged"),
           ("staff_command", "staff command 'COMPLETE' from stranger@elsewhere.example, not"
            " in staff.members: nothing done", "staff_command"),
-          ("oversize", "30.0 MB, over policy.max_message_mb (25)", "oversize"))],
+          ("oversize", "30.0 MB, over policy.max_message_mb (25)", "oversize"),
+          ("list", "list or group mail on behalf of no client", "list"),
+          ("spam", "our spam filter's verdict (X-Spam-Flag: YES)", "spam"))],
+    Sample("staff/answers_suppressed", {
+        "request": REQUEST, "address": "hanako@client.example",
+        "reason": "loop guard: 5 automatic answers in the last hour to a correspondent that "
+                  "looks automatic (the same text again)",
+        "held": {"id": 41, "subject": "[REQ-12] We received your message: Replace the spring "
+                                      "banner", "template": "client/comment_received"}}),
+    Sample("staff/notices_held", {"kind": "staff/held", "limit": 30, "first": {
+        "id": 733, "subject": "Held: mail from unknown sender x@elsewhere.example"},
+        **NO_CLIENT}),
     Sample("staff/held", {"from_addr": "hanako@client.example", "subject": "Banner",
                           "reason": "client deactivated", "kind": "inactive_client",
                           "client_id": 3}, "inactive-client"),

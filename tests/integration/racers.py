@@ -31,7 +31,8 @@ from tests.mails import reply
 SUPPORT = "support@agency.example"
 CLIENT = "race@client.example"
 CONFIG = {"mailbox": {"address": SUPPORT}, "staff": {"notify": ["staff@agency.example"]},
-          "policy": {"autoreply_limit_per_hour": 10_000}}
+          "policy": {"autoreply_limit_per_hour": 10_000,
+                     "staff_notice_limit_per_hour": None}}
 QUOTED = 3  # credits per quote
 CONFIRMATIONS = ("client/approved", "client/rejected")
 

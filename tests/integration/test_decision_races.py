@@ -76,7 +76,8 @@ def test_two_pollers_on_two_folders_give_one_outcome_per_quote(tmp_path, db, dov
         config = write_config(tmp_path / f"{folder}.yaml", db_url=db_url,
                               imap_port=dovecot.port, smtp_port=smtp_server.port,
                               mailbox__imap__folder=folder,
-                              policy__autoreply_limit_per_hour=10_000)
+                              policy__autoreply_limit_per_hour=10_000,
+                          policy__staff_notice_limit_per_hour=None)
         envs.append(env_for(config, dovecot.password))
     pollers = [subprocess.Popen([sys.executable, "-m", "mailflow", "poll", "--once"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

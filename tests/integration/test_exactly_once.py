@@ -104,7 +104,8 @@ def test_poll_killed_at_random_points_processes_every_message_exactly_once(
     config = write_config(tmp_path / "mailflow.yaml", db_url=db_url, imap_port=dovecot.port,
                           smtp_port=smtp_server.port, mailbox__imap__batch_size=4,
                           smtp__claim_timeout_seconds=0, staff__notify=["staff@agency.example"],
-                          policy__autoreply_limit_per_hour=100)
+                          policy__autoreply_limit_per_hour=100,
+                          policy__staff_notice_limit_per_hour=None)
     env = env_for(config, dovecot.password)
     rng = random.Random(20261126)
     progress_at_kill = []

@@ -160,7 +160,7 @@ def test_both_approve_and_reject_asks_which_and_changes_nothing(make_world):
     assert last_inbound(world).classification == "ask_which"
 
 
-def test_reply_without_keyword_is_a_comment_for_staff(make_world):
+def test_reply_without_keyword_is_a_comment_for_staff_and_a_receipt(make_world):
     world = make_world()
     request_id = start_request(world)
     quote = quote_mail(world, request_id)
@@ -170,7 +170,10 @@ def test_reply_without_keyword_is_a_comment_for_staff(make_world):
                         answer="Could the banner be blue rather than green?"))
     world.poll()
     assert world.request(request_id).status == Status.QUOTED
-    assert len(world.sent_to("a@acme.example")) == to_client  # no answer to the client
+    # Every person gets an answer: one receipt that repeats how to approve.
+    answers = world.sent_to("a@acme.example")[to_client:]
+    assert [m["X-Mailflow-Template"] for m in answers] == ["client/comment_received"]
+    assert quote_token(quote) in body_of(answers[0])
     comment = world.sent_to(STAFF)[-1]
     assert comment["X-Mailflow-Template"] == "staff/comment"
     assert "blue rather than green" in body_of(comment)
@@ -206,10 +209,50 @@ def test_unknown_sender_reply_policy_answers_once_per_day(make_world, clock):
     assert len(world.sent_to("stranger@else.example")) == 2
 
 
+def test_staff_mailbox_responder_without_auto_submitted_does_not_loop(make_world):
+    """Issue 9.3: a staff mailbox whose responder lacks Auto-Submitted answers every
+    notice.  Our notices say Auto-Submitted: auto-generated, and what comes back
+    from our own staff notification address never starts another notice."""
+    world = make_world()
+    world.deliver(mail(sender="stranger@else.example", subject="Hi", body="Can you help?"))
+    world.poll()
+    for round_ in range(4):
+        notices = world.sent_to(STAFF)
+        assert len(notices) == 1, f"round {round_}: {len(notices)} notices"
+        notice = notices[-1]
+        assert notice["Auto-Submitted"] == "auto-generated"
+        world.deliver(mail(sender=STAFF, subject=f"Re: {notice['Subject']}",
+                           body="Thank you. We will reply within one business day.",
+                           in_reply_to=notice["Message-ID"]))
+        world.poll()
+    assert len(world.sent_to(STAFF)) == 1
+    held = last_inbound(world)
+    assert held.from_addr == STAFF and held.status == InboundStatus.HELD
+    assert "without a notice" in held.reason
+
+
+def test_vacation_reply_without_headers_is_recorded_not_answered(make_world):
+    world = make_world()
+    request_id = start_request(world)
+    ack = world.sent_to("a@acme.example")[-1]
+    before = len(world.sent_to("a@acme.example"))
+    world.deliver(mail(sender="a@acme.example", subject=f"自動応答: {ack['Subject']}",
+                       body="ただいま不在にしております。12月1日に戻ります。",
+                       in_reply_to=ack["Message-ID"]))
+    world.poll()
+    assert len(world.sent_to("a@acme.example")) == before
+    assert len(requests_of(world)) == 1
+    recorded = last_inbound(world)
+    assert (recorded.classification, recorded.request_id) == ("automatic", request_id)
+
+
 def test_automatic_answers_over_the_hourly_limit_are_suppressed(make_world, clock):
+    """A correspondent sending the same text again looks automatic: the cap applies
+    (a person's different mails are never capped: tests/inbound/test_answers.py)."""
     world = make_world(policy={"autoreply_limit_per_hour": 2})
     for _ in range(3):
-        world.deliver(mail(sender="a@acme.example", subject="BALANCE", body=""))
+        world.deliver(mail(sender="a@acme.example", subject="BALANCE",
+                           body="BALANCE"))
         world.poll()
         clock.advance(minutes=5)
     assert templates_to(world, "a@acme.example") == ["client/balance"] * 2
@@ -219,7 +262,8 @@ def test_automatic_answers_over_the_hourly_limit_are_suppressed(make_world, cloc
     assert [r.status for r in rows] == [OutboxStatus.SENT, OutboxStatus.SENT,
                                         OutboxStatus.SUPPRESSED]
     clock.advance(hours=1)  # the hour has passed: answers again
-    world.deliver(mail(sender="a@acme.example", subject="BALANCE", body=""))
+    world.deliver(mail(sender="a@acme.example", subject="BALANCE",
+                       body="BALANCE"))
     world.poll()
     assert len(world.sent_to("a@acme.example")) == 3
 

@@ -34,10 +34,10 @@ EXPECTED = {
     "reject": ("rejected", 0, ["client/rejected", "staff/answered"]),
     "balance": ("quoted", 0, ["client/balance"]),
     "ambiguous": ("quoted", 0, ["client/ambiguous_reply", "staff/comment"]),
-    "none": ("quoted", 0, ["staff/comment"]),
+    "none": ("quoted", 0, ["client/comment_received", "staff/comment"]),
     # BUY n is recognised and carried in the facts; the purchase itself is not
     # built yet: on a request it is a comment for staff.
-    "buy": ("quoted", 0, ["staff/comment"]),
+    "buy": ("quoted", 0, ["client/comment_received", "staff/comment"]),
 }
 
 

@@ -1,7 +1,7 @@
 """staff desk: request owner and Cc addresses, outbox Cc, internal notes
 
 Revision ID: 0011_staff
-Revises: 0008_mails
+Revises: 0010_inbound
 """
 from alembic import op
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ import mailflow.models
 
 
 revision = '0011_staff'
-down_revision = '0008_mails'
+down_revision = '0010_inbound'
 branch_labels = None
 depends_on = None
 
