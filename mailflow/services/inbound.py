@@ -542,8 +542,8 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
                       + ", ".join(repr(line) for line in lines[:3]) if lines
                       else "a reply to a staff notice")
             reason += f" from {msg.from_addr or '(none)'}, not in staff.members: nothing done"
-            _hold(session, desk, ctx, reason, kind="staff_command")
-            return InboundStatus.HELD, reason
+            return InboundStatus.HELD, reason + _hold(session, desk, ctx, reason,
+                                                      kind="staff_command")
         case Verdict.LIST_HELD:
             return InboundStatus.HELD, "held: list or group mail on behalf of no client" + \
                 _hold(session, desk, ctx, "list or group mail on behalf of no client",
