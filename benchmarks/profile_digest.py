@@ -37,21 +37,25 @@ def main() -> int:
     parser.add_argument("--database", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--save", help="write the cProfile stats of both stages here")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--workers", type=int, default=3, help="send_due threads (digest: 3)")
     parser.add_argument("--no-profile", action="store_true", help="wall time only")
+    parser.add_argument("--smtp-port", type=int,
+                        help="send to this SMTP server on 127.0.0.1 instead of one started "
+                             "here (in this process it competes for the interpreter lock)")
     args = parser.parse_args()
     workdir = world.temp_workdir()
-    smtp, capture = world.start_smtp()
+    smtp, capture = (None, None) if args.smtp_port else world.start_smtp()
     db = world.new_database(args.database, workdir, "profile_digest")
     try:
         config = write_config(workdir / "digest.yaml", db_url=db.url, imap_port=1,
-                              smtp_port=smtp.port, smtp__timeout_seconds=30)
+                              smtp_port=args.smtp_port or smtp.port, smtp__timeout_seconds=30)
         desk = world.load_desk(config, "unused")
         engine = create_db_engine(db.url)
         world.seed_digest_clients(engine, args.clients, random.Random(1))
         profile = None if args.no_profile else cProfile.Profile()
         stages = {}
         for name, work in (("queue (run_digest)", lambda: run_digest(engine, desk)),
-                           ("send (send_due)", lambda: send_due(engine, desk))):
+                           ("send (send_due)", lambda: send_due(engine, desk, workers=args.workers))):
             started = time.perf_counter()
             if profile is not None:
                 profile.enable()
@@ -60,7 +64,7 @@ def main() -> int:
                 profile.disable()
             stages[name] = time.perf_counter() - started
             print(f"{name}: {stages[name]:.2f} s  {result}")
-        received = capture.wait_count(args.clients, 30)
+        received = capture.wait_count(args.clients, 30) if capture else "?"
         total = sum(stages.values())
         print(f"total {total:.2f} s for {args.clients} clients ({received} received); "
               f"x{10_000 / args.clients:.0f} = {total * 10_000 / args.clients:.0f} s for 10,000")
@@ -73,7 +77,8 @@ def main() -> int:
         engine.dispose()
     finally:
         db.drop()
-        smtp.stop()
+        if smtp is not None:
+            smtp.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
