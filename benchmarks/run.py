@@ -69,6 +69,7 @@ class Result:
     ingest_rate: float | None = None
     ingest_seconds: float | None = None
     ingest_rss_mb: float | None = None
+    ingest_cpu_seconds: float | None = None
     fetch_seconds: float | None = None
     email_parse_seconds: float | None = None
     ours_parse_seconds: float | None = None
@@ -89,6 +90,7 @@ class Result:
     digest_queued: int | None = None
     digest_received: int | None = None
     digest_note: str | None = None
+    digest_cpu_seconds: float | None = None
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -246,6 +248,7 @@ class Bench:
         result.ingest_seconds = run.seconds
         result.ingest_rate = n / run.seconds
         result.ingest_rss_mb = run.max_rss_kb / 1024
+        result.ingest_cpu_seconds = run.cpu_seconds
         result.answers_expected, result.answers_received = expected, received
         result.verdicts = report.get("verdicts", {})
         done = report["processed"] + report["failed"] + report["duplicates"]
@@ -374,6 +377,7 @@ class Bench:
         engine.dispose()
         received = self.capture.wait_count(smtp_before + queued, 30) - smtp_before
         result.digest_seconds = run.seconds
+        result.digest_cpu_seconds = run.cpu_seconds
         result.digest_queued, result.digest_received = queued, received
         if last_queued is not None:
             result.digest_queue_seconds = (last_queued.replace(tzinfo=UTC) - began).total_seconds()
@@ -443,6 +447,9 @@ def table_rows(args, results: dict[str, Result]) -> list[list[str]]:
     add(f"Ingest: `poll --once`, {n:,} msgs, IMAP → committed → answered",
         lambda x: (f"{x.ingest_rate:.1f} msg/s ({x.ingest_seconds:.1f} s)"
                    if x.ingest_rate else "—"))
+    add("  CPU of `poll --once` per message (with the children it waited for)",
+        lambda x: (f"{x.ingest_cpu_seconds / n * 1000:.1f} ms"
+                   if x.ingest_cpu_seconds else "—"))
     add("  answers received by SMTP / expected",
         lambda x: (f"{x.answers_received:,} / {x.answers_expected:,}"
                    if x.answers_expected is not None else "—"))
@@ -479,6 +486,9 @@ def table_rows(args, results: dict[str, Result]) -> list[list[str]]:
             if x.digest_seconds else "—"),
         "< 60 s for 10,000" + ("" if args.clients == 10_000 else " (scaled linearly)"),
         lambda x: None if x.digest_seconds is None else x.digest_seconds * scale < 60)
+    add("  CPU of `digest` per client (with the children it waited for)",
+        lambda x: (f"{x.digest_cpu_seconds / args.clients * 1000:.1f} ms"
+                   if x.digest_cpu_seconds else "—"))
     return rows
 
 
