@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 MAILFLOW_CORPUS ?= $(abspath ../shared/corpus)
 export MAILFLOW_CORPUS
 
-.PHONY: run test system-deps bench lint clean
+.PHONY: run test system-deps bench bench-quick lint clean
 
 $(BIN)/mailflow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,14 @@ system-deps:
 test: $(BIN)/mailflow system-deps
 	$(BIN)/pytest -q -n auto
 
+# Results land in benchmarks/results/<UTC stamp>.json and .md; docs/benchmarks.md is
+# regenerated too.  BENCH_ARGS passes options, e.g. BENCH_ARGS="--only digest".
 bench: $(BIN)/mailflow system-deps
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# Small sizes for development (a few minutes); does not touch docs/benchmarks.md.
+bench-quick: $(BIN)/mailflow system-deps
+	$(BIN)/python benchmarks/run.py --quick --no-docs $(BENCH_ARGS)
 
 lint: $(BIN)/mailflow
 	$(BIN)/ruff check .

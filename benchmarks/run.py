@@ -24,6 +24,7 @@ See benchmarks/README.md for what each row means.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -68,6 +69,7 @@ class Result:
     ingest_rate: float | None = None
     ingest_seconds: float | None = None
     ingest_rss_mb: float | None = None
+    ingest_cpu_seconds: float | None = None
     fetch_seconds: float | None = None
     email_parse_seconds: float | None = None
     ours_parse_seconds: float | None = None
@@ -88,6 +90,7 @@ class Result:
     digest_queued: int | None = None
     digest_received: int | None = None
     digest_note: str | None = None
+    digest_cpu_seconds: float | None = None
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -245,6 +248,7 @@ class Bench:
         result.ingest_seconds = run.seconds
         result.ingest_rate = n / run.seconds
         result.ingest_rss_mb = run.max_rss_kb / 1024
+        result.ingest_cpu_seconds = run.cpu_seconds
         result.answers_expected, result.answers_received = expected, received
         result.verdicts = report.get("verdicts", {})
         done = report["processed"] + report["failed"] + report["duplicates"]
@@ -373,6 +377,7 @@ class Bench:
         engine.dispose()
         received = self.capture.wait_count(smtp_before + queued, 30) - smtp_before
         result.digest_seconds = run.seconds
+        result.digest_cpu_seconds = run.cpu_seconds
         result.digest_queued, result.digest_received = queued, received
         if last_queued is not None:
             result.digest_queue_seconds = (last_queued.replace(tzinfo=UTC) - began).total_seconds()
@@ -442,6 +447,9 @@ def table_rows(args, results: dict[str, Result]) -> list[list[str]]:
     add(f"Ingest: `poll --once`, {n:,} msgs, IMAP → committed → answered",
         lambda x: (f"{x.ingest_rate:.1f} msg/s ({x.ingest_seconds:.1f} s)"
                    if x.ingest_rate else "—"))
+    add("  CPU of `poll --once` per message (with the children it waited for)",
+        lambda x: (f"{x.ingest_cpu_seconds / n * 1000:.1f} ms"
+                   if x.ingest_cpu_seconds else "—"))
     add("  answers received by SMTP / expected",
         lambda x: (f"{x.answers_received:,} / {x.answers_expected:,}"
                    if x.answers_expected is not None else "—"))
@@ -478,6 +486,9 @@ def table_rows(args, results: dict[str, Result]) -> list[list[str]]:
             if x.digest_seconds else "—"),
         "< 60 s for 10,000" + ("" if args.clients == 10_000 else " (scaled linearly)"),
         lambda x: None if x.digest_seconds is None else x.digest_seconds * scale < 60)
+    add("  CPU of `digest` per client (with the children it waited for)",
+        lambda x: (f"{x.digest_cpu_seconds / args.clients * 1000:.1f} ms"
+                   if x.digest_cpu_seconds else "—"))
     return rows
 
 
@@ -555,21 +566,28 @@ def markdown(args, command: str, machine: dict[str, str], rows, notes_: list[str
     return "\n".join(lines) + "\n"
 
 
+DEFAULTS = {"messages": 500, "backlog": 1000, "clients": 2000, "latency_samples": 50}
+QUICK = {"messages": 200, "backlog": 500, "clients": 500, "latency_samples": 10}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     # The issue asks for 2,000 / 10,000 / 10,000: about 12 minutes on 2 cores today,
     # so the defaults are sized down to finish in about 4.  Pass the full sizes to
     # measure them (docs/benchmarks.md holds such a run).
-    parser.add_argument("--messages", type=int, default=500,
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes for development (a few minutes): 200 messages, "
+                             "backlog 500, 500 clients, 10 latency samples, unless given")
+    parser.add_argument("--messages", type=int, default=None,
                         help="messages for the ingest row (default 500; the issue's size: 2000)")
-    parser.add_argument("--backlog", type=int, default=1000,
+    parser.add_argument("--backlog", type=int, default=None,
                         help="messages for the peak-memory row (default 1000; the issue's "
                              "size: 10000)")
-    parser.add_argument("--clients", type=int, default=2000,
+    parser.add_argument("--clients", type=int, default=None,
                         help="clients for the digest row (default 2000; the issue's size: "
                              "10000; the time is also shown scaled to 10,000)")
-    parser.add_argument("--latency-samples", type=int, default=50,
+    parser.add_argument("--latency-samples", type=int, default=None,
                         help="messages for the serve latency row (default 50)")
     parser.add_argument("--only", default=",".join(ROWS),
                         help=f"comma-separated rows to run, of {', '.join(ROWS)} (default all)")
@@ -584,8 +602,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds before a mailflow process is killed (default 900)")
     parser.add_argument("--latency-timeout", type=float, default=15)
     parser.add_argument("--no-docs", action="store_true",
-                        help="do not write docs/benchmarks.md")
+                        help="do not write docs/benchmarks.md (the results under "
+                             "benchmarks/results/ are written anyway)")
+    parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results",
+                        help="where the timestamped JSON + markdown of each run go")
     args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else DEFAULTS
+    for name, value in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     args.only = [row.strip() for row in args.only.split(",") if row.strip()]
     args.databases = [db.strip() for db in args.databases.split(",") if db.strip()]
     for row in args.only:
@@ -597,6 +622,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # ingest first: latency reuses its database
     args.only = [row for row in ROWS if row in args.only]
     return args
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def write_results(args, command: str, machine: dict[str, str], results: dict[str, Result],
+                  rows, notes_: list[str], elapsed: float, text: str) -> list[Path]:
+    """Every run's figures, kept: <results-dir>/<UTC stamp>[-quick].json and .md."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    data = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "elapsed_seconds": round(elapsed, 1),
+        "sizes": {"messages": args.messages, "backlog": args.backlog, "clients": args.clients,
+                  "latency_samples": args.latency_samples, "client_pool": args.client_pool,
+                  "quick": args.quick},
+        "machine": machine,
+        "results": {kind: {**dataclasses.asdict(result),
+                           "ratio_email": result.ratio_email, "ratio_ours": result.ratio_ours,
+                           "latency_p50": result.percentile(50),
+                           "latency_p95": result.percentile(95)}
+                    for kind, result in results.items()},
+        "table": [dict(zip(HEADERS, row, strict=True)) for row in rows],
+        "notes": notes_,
+    }
+    json_path = args.results_dir / f"{stamp}.json"
+    json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n",
+                         encoding="utf-8")
+    md_path = args.results_dir / f"{stamp}.md"
+    md_path.write_text(text, encoding="utf-8")
+    return [json_path, md_path]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -615,11 +676,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = table_rows(args, results)
     notes_ = notes(results)
     print_report(machine, rows, notes_)
+    text = markdown(args, command, machine, rows, notes_, elapsed)
+    for path in write_results(args, command, machine, results, rows, notes_, elapsed, text):
+        log(f"wrote {_shown(path)}")
     if not args.no_docs:
         path = REPO / "docs" / "benchmarks.md"
-        path.write_text(markdown(args, command, machine, rows, notes_, elapsed),
-                        encoding="utf-8")
-        log(f"wrote {path.relative_to(REPO)} ({elapsed / 60:.1f} min in all)")
+        path.write_text(text, encoding="utf-8")
+        log(f"wrote {_shown(path)} ({elapsed / 60:.1f} min in all)")
     return 1 if any(r.errors for r in results.values()) else 0
 
 

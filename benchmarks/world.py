@@ -337,6 +337,9 @@ class Run:
     sampled_rss_kb: int    # the highest VmRSS seen while sampling /proc
     stdout: str
     stderr: str
+    #: user + system CPU of the child and the children it waited for (the
+    #: sender, the parse worker): what the work cost, whatever the machine's load
+    cpu_seconds: float = 0.0
 
 
 def run_mailflow(args: list[str], env: dict[str, str], *, timeout: float,
@@ -369,7 +372,8 @@ def run_mailflow(args: list[str], env: dict[str, str], *, timeout: float,
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
     run = Run(process.returncode, seconds, int(rusage.ru_maxrss), sampled,
-              out_path.read_text(errors="replace"), err_path.read_text(errors="replace"))
+              out_path.read_text(errors="replace"), err_path.read_text(errors="replace"),
+              rusage.ru_utime + rusage.ru_stime)
     out_path.unlink(missing_ok=True)
     err_path.unlink(missing_ok=True)
     if time.perf_counter() > deadline:

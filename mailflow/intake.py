@@ -15,15 +15,18 @@ from collections.abc import Sequence
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 
+from mailflow.core.message import InboundMessage
 from mailflow.db import transaction
 from mailflow.desk import Desk
 from mailflow.errors import InvalidTransition, MailflowError, NotFound
+from mailflow.intake_group import forget_key, parse_group, prefetch_group
 from mailflow.models import Inbound, InboundStatus
 from mailflow.services.inbound import (
     Outcome,
     Source,
     advance_marker,
     handle_message,
+    message_key,
     prefetch_processed,
     record_failure,
 )
@@ -117,19 +120,31 @@ def _keep_aside(engine: Engine, desk: Desk, raw: bytes, source: Source, reason: 
 
 
 def receive_batch(engine: Engine, desk: Desk, items: Sequence[tuple[Source, bytes]], *,
-                  answers: bool = True) -> list[Outcome]:
+                  answers: bool = True,
+                  parsed: Sequence[InboundMessage | None] | None = None) -> list[Outcome]:
     """Process several messages in one transaction: one commit for the lot
     (the expensive part of a commit is its fsync), the same result as one by
     one.  If any message fails, or the batch collides with another writer,
     the whole batch rolls back and each message is processed on its own with
-    `receive()` — failures are rare, so the common case pays for no savepoints."""
+    `receive()` — failures are rare, so the common case pays for no savepoints.
+
+    The group's messages are parsed first (or come PARSED, e.g. by a worker
+    while the previous group committed) and what they will all read is read
+    in a few set-based queries (`intake_group.prefetch_group`)."""
     outcomes: list[Outcome] = []
+    if parsed is None:
+        parsed = parse_group(desk, [raw for _, raw in items])
+    keys = [message_key(msg, raw) if msg is not None else None
+            for (_, raw), msg in zip(items, parsed, strict=True)]
     try:
         with transaction(engine) as session:
             prefetch_processed(session, [source for source, _ in items])
-            for source, raw in items:
+            prefetch_group(session, desk, [key for key in keys if key],
+                           [msg.from_addr for msg in parsed if msg is not None])
+            for (source, raw), msg, key in zip(items, parsed, keys, strict=True):
                 outcomes.append(handle_message(session, desk, raw, source=source,
-                                               answers=answers, mark=False))
+                                               answers=answers, mark=False, parsed=msg))
+                forget_key(session, key)
             marked = [source for source, _ in items if source.uid is not None]
             if marked:
                 advance_marker(session, desk, max(marked, key=lambda s: s.uid))

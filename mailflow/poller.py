@@ -28,6 +28,7 @@ from mailflow.adapters.imap import FolderState, Mailbox
 from mailflow.db import is_postgres, transaction
 from mailflow.desk import Desk
 from mailflow.intake import DatabaseUnavailable, receive_batch
+from mailflow.intake_group import ParseAhead
 from mailflow.models import Inbound, InboundStatus, MailboxState
 from mailflow.services.inbound import Outcome, Source
 
@@ -38,6 +39,8 @@ log = logging.getLogger("mailflow.poller")
 # sender waits for it to record what it sent: the shorter the wait, the smaller
 # the window in which a crash can make a message go out twice).
 COMMIT_GROUP = 10
+#: Messages waiting from which the next group is parsed in a worker process.
+PARSE_AHEAD_FROM = 3 * COMMIT_GROUP
 
 
 @dataclass
@@ -176,15 +179,30 @@ class Poller:
                     {x for uids in leftovers.values() for x in uids}]
         else:
             todo = [u for u in present if u > last_uid]
+        # A backlog is parsed one group ahead in a worker process; a few
+        # messages (the usual IDLE wake-up) are not worth the hand-over.
+        ahead = ParseAhead(self.desk) if len(todo) >= PARSE_AHEAD_FROM else None
+        try:
+            self._drain(report, box, folder, todo, answers=answers, ahead=ahead)
+        finally:
+            if ahead is not None:
+                ahead.close()
+
+    def _drain(self, report: PollReport, box: Mailbox, folder: FolderState, todo: list[int],
+               *, answers: bool, ahead: ParseAhead | None) -> None:
         batch_size = self.desk.settings.mailbox.imap.batch_size
         for start_index in range(0, len(todo), batch_size):
             batch = todo[start_index:start_index + batch_size]
             fetched = box.fetch(batch)
             items = [(Source(self.key, folder.uidvalidity, uid), raw) for uid, raw in fetched]
             outcomes: list[Outcome] = []
-            for group_start in range(0, len(items), COMMIT_GROUP):
-                group = items[group_start:group_start + COMMIT_GROUP]
-                outcomes += receive_batch(self.engine, self.desk, group, answers=answers)
+            groups = [items[i:i + COMMIT_GROUP] for i in range(0, len(items), COMMIT_GROUP)]
+            for index, group in enumerate(groups):
+                parsed = ahead.result([raw for _, raw in group]) if ahead else None
+                if ahead is not None and index + 1 < len(groups):
+                    ahead.submit([raw for _, raw in groups[index + 1]])
+                outcomes += receive_batch(self.engine, self.desk, group, answers=answers,
+                                          parsed=parsed)
                 if self.after_batch:
                     self.after_batch()  # the sender starts on this group's answers now
             moves: dict[str, list[int]] = {}

@@ -43,10 +43,8 @@ def _progress(enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
             progress.stop()
 
 
-def _send(app: App):
-    from mailflow.sender import send_due
-
-    return send_due(app.engine, app.desk)
+#: SMTP connections the digest is sent on at once (each client's mail on one).
+DIGEST_SEND_WORKERS = 3
 
 
 @click.command()
@@ -65,13 +63,27 @@ def digest(app: App, dry_run: bool, as_json: bool) -> None:
 
     with app.session():  # checks the schema
         pass
-    with _progress(console().is_terminal and not as_json and not dry_run) as progress:
-        report = jobs.run_digest(app.engine, app.desk, dry_run=dry_run, progress=progress,
-                                 collect=as_json)
     if dry_run:
+        report = jobs.run_digest(app.engine, app.desk, dry_run=True, collect=as_json)
         _print_preview(report, as_json)
         return
-    sent = _send(app)
+    from mailflow.sender import SenderProcess
+
+    # Sending starts with the first committed chunk, in a child process on the
+    # other core, while the next chunks are rendered; what is left when the
+    # queueing ends is sent by `stop()`, here.
+    sender = SenderProcess(app.engine, app.desk, workers=DIGEST_SEND_WORKERS).start()
+    try:
+        with _progress(console().is_terminal and not as_json) as progress:
+            def chunk_done(done: int, total: int) -> None:
+                sender.wake()
+                if progress is not None:
+                    progress(done, total)
+
+            report = jobs.run_digest(app.engine, app.desk, progress=chunk_done,
+                                     collect=as_json)
+    finally:
+        sent = sender.stop(timeout=1800)  # the child finishes the round it is sending
     data = {**report.as_dict(), "clients": report.results, "sent": sent.sent,
             "send_retrying": sent.retrying, "send_failed": sent.failed}
     if as_json:
@@ -123,8 +135,10 @@ def jobs_run(app: App, as_json: bool) -> None:
 
     with app.session():
         pass
+    from mailflow.sender import send_due
+
     reports = jobs.run_due(app.engine, app.desk)
-    sent = _send(app)
+    sent = send_due(app.engine, app.desk)
     if as_json:
         emit_json({"jobs": [r.as_dict() for r in reports], "sent": sent.sent,
                    "send_retrying": sent.retrying, "send_failed": sent.failed})

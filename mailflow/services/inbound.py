@@ -131,6 +131,9 @@ def find_processed(session: Session, source: Source, key: str | None) -> Inbound
         if row is not None:
             return row
     if key:
+        known_keys = session.info.get("processed_keys", {})  # intake_group.prefetch_group
+        if key in known_keys:
+            return known_keys[key]
         return session.exec(select(Inbound).where(Inbound.message_id == key)).first()
     return None
 
@@ -674,17 +677,18 @@ def identify(session: Session, source: Source, msg: InboundMessage,
 
 
 def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source = Source(),
-                   answers: bool = True, mark: bool = True) -> Outcome:
+                   answers: bool = True, mark: bool = True,
+                   parsed: InboundMessage | None = None) -> Outcome:
     """Record, classify and act on one raw message, in the caller's transaction.
 
     A message already recorded (same folder UID, or same Message-ID and
     content) is recognised and nothing happens again.  With `answers=False`
     (history import) the message is recorded and linked but nothing is changed
     or sent.  `mark=False`: the caller advances the folder's marker once for a
-    batch.
+    batch.  `parsed`: RAW already parsed by `parse_message` (a batch parses ahead).
     """
     max_bytes = int(desk.settings.policy.max_message_mb * 1024 * 1024)
-    msg = parse_message(raw, max_bytes=max_bytes)
+    msg = parsed if parsed is not None else parse_message(raw, max_bytes=max_bytes)
     key, digest, existing, reused = identify(session, source, msg, raw)
     rerun = claim_rerun(session, existing, source) if existing and answers else None
     if existing is not None and rerun is None:

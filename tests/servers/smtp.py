@@ -62,6 +62,7 @@ class CaptureHandler:
         self._messages: list[Captured] = []
         self._refusals: list[_Refusal] = []
         self.connections = 0
+        self.pipelining = True  # offer PIPELINING (RFC 2920), as Postfix, Gmail, Exchange do
 
     # -- configuration from the test thread -----------------------------------------
 
@@ -101,6 +102,8 @@ class CaptureHandler:
         with self._lock:
             self.connections += 1
         session.host_name = hostname
+        if self.pipelining:  # aiosmtpd reads commands in order, however they arrive
+            responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -193,16 +196,19 @@ class SmtpServer:
     """Capturing SMTP server on 127.0.0.1:<free port>.  `start()`/`stop()` or `with`."""
 
     def __init__(self, port: int | None = None, *, users: dict[str, str] | None = None,
-                 smtputf8: bool = True, oauth: TokenServer | None = None) -> None:
+                 smtputf8: bool = True, oauth: TokenServer | None = None,
+                 pipelining: bool = True) -> None:
         """USERS (login -> password) turns on AUTH PLAIN/LOGIN without TLS (not required);
         OAUTH (a running TokenServer) turns on AUTH XOAUTH2 and requires a login.
-        SMTPUTF8: offer the extension (RFC 6531) for internationalised addresses."""
+        SMTPUTF8: offer the extension (RFC 6531) for internationalised addresses;
+        PIPELINING: offer RFC 2920 (the handler's `pipelining` flag)."""
         self.host = HOST
         self.smtputf8 = smtputf8
         self.port = port or 0
         self.users = dict(users) if users else None
         self.oauth = oauth
         self.handler = XOAuth2Handler(self._check_token) if oauth else CaptureHandler()
+        self.handler.pipelining = pipelining
         self._controller: Controller | None = None
         self.logins: list[str] = []
         self.refused_tokens = 0

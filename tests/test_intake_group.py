@@ -1,0 +1,94 @@
+"""The batch path of intake (issue 13): a commit group's reads done set-based
+up front, and parsing one group ahead in a worker process — the same outcomes
+as message by message."""
+
+from __future__ import annotations
+
+from sqlalchemy import event
+from sqlmodel import select
+
+from mailflow.core.ledger import LotKind
+from mailflow.core.message import parse_message
+from mailflow.db import transaction
+from mailflow.intake import receive_batch
+from mailflow.intake_group import ParseAhead, parse_group
+from mailflow.models import Inbound, Outbox
+from mailflow.services import clients, credits
+from mailflow.services.inbound import Source
+from tests.mails import mail
+
+BOX = "support@127.0.0.1:143/INBOX"
+
+
+def _clients(engine, desk, count: int) -> list[str]:
+    addresses = [f"owner{i}@client{i}.example" for i in range(count)]
+    with transaction(engine) as session:
+        for i, address in enumerate(addresses):
+            client = clients.add_client(session, desk, name=f"Client {i}", emails=[address])
+            credits.add_lot(session, desk, client=client, kind=LotKind.PURCHASE, credits=5 + i)
+    return addresses
+
+
+def _statements(engine, needle: str):
+    seen: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):
+        if needle in statement:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    return seen, lambda: event.remove(engine, "before_cursor_execute", count)
+
+
+def test_a_group_reads_lots_and_senders_once_and_answers_as_before(engine, desk):
+    addresses = _clients(engine, desk, 5)
+    items = [(Source(BOX, 1, uid), mail(sender=addresses[uid % 5], subject=f"Job {uid}",
+                                        body="Please update the page.",
+                                        message_id=f"<job{uid}@client.example>"))
+             for uid in range(1, 11)]
+    lots, stop_lots = _statements(engine, "FROM lot")
+    contacts, stop_contacts = _statements(engine, "contact.email")
+    try:
+        outcomes = receive_batch(engine, desk, items)
+    finally:
+        stop_lots()
+        stop_contacts()
+    assert [o.verdict for o in outcomes] == ["new_request"] * 10
+    assert len(lots) == 1 and len(contacts) == 1  # set-based, not one per message
+    with transaction(engine) as session:
+        acks = session.exec(select(Outbox).where(Outbox.template == "client/ack")
+                            .order_by(Outbox.id)).all()
+    assert [a.to_addrs for a in acks] == [addresses[uid % 5] for uid in range(1, 11)]
+    for ack in acks:  # each client's own balance in its footer
+        index = addresses.index(ack.to_addrs)
+        assert f"{5 + index}" in ack.body_text
+
+
+def test_a_message_id_twice_in_a_group_and_one_seen_before_are_duplicates(engine, desk):
+    [address] = _clients(engine, desk, 1)
+    first = mail(sender=address, subject="Job", body="Please.", message_id="<same@c.example>")
+    assert not receive_batch(engine, desk, [(Source(BOX, 1, 1), first)])[0].duplicate
+    again = mail(sender=address, subject="Job 2", body="Please.", message_id="<dup@c.example>")
+    items = [(Source(BOX, 1, 2), first), (Source(BOX, 1, 3), again),
+             (Source(BOX, 1, 4), again)]
+    outcomes = receive_batch(engine, desk, items)
+    assert [o.duplicate for o in outcomes] == [True, False, True]
+    with transaction(engine) as session:
+        assert len(session.exec(select(Inbound)).all()) == 2
+
+
+def test_parsing_ahead_in_a_worker_gives_the_same_messages(desk):
+    raws = [mail(sender="a@client.example", subject="ご依頼", body="本文です。\n" * 20,
+                 charset="iso-2022-jp"),
+            mail(sender="b@client.example", subject="HTML", body="text",
+                 html="<p>Hello <b>there</b></p>"),
+            b"not a mail at all \xff\xfe",
+            mail(sender="c@client.example", subject="Plain", body="Hi.")]
+    with ParseAhead(desk) as ahead:
+        ahead.submit(raws)
+        parsed = ahead.result(raws)
+    assert parsed is not None
+    here = parse_group(desk, raws)
+    assert parsed == here
+    assert all(p.raw == raw for p, raw in zip(parsed, raws, strict=True) if p is not None)
+    assert parsed[0].headers == parse_message(raws[0]).headers
