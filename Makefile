@@ -23,7 +23,7 @@ system-deps:
 	 else sudo scripts/install-system-deps.sh; fi
 
 test: $(BIN)/mailflow system-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 bench: $(BIN)/mailflow system-deps
 	$(BIN)/python benchmarks/run.py

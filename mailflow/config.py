@@ -238,8 +238,42 @@ class CatalogItem(_Section):
     title_ja: str | None = None
 
 
+class StaffMember(_Section):
+    name: str = Field(min_length=1, max_length=100)
+    emails: list[str] = []
+
+    @field_validator("emails")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [address.strip().lower() for address in value]
+
+
 class StaffSettings(_Section):
     notify: list[str] = ["staff@example.com"]
+    members: list[StaffMember] = []
+
+    @model_validator(mode="after")
+    def _unique_members(self) -> StaffSettings:
+        names: set[str] = set()
+        addresses: set[str] = set()
+        for member in self.members:
+            if member.name.casefold() in names:
+                raise KeyProblem("members", f"two staff members are named {member.name!r}")
+            names.add(member.name.casefold())
+            for address in member.emails:
+                if address in addresses:
+                    raise KeyProblem("members", f"{address} belongs to two staff members")
+                addresses.add(address)
+        return self
+
+    def member(self, name: str) -> StaffMember | None:
+        """The member called NAME (case-insensitive)."""
+        return next((m for m in self.members if m.name.casefold() == name.strip().casefold()),
+                    None)
+
+    def member_by_address(self, address: str | None) -> StaffMember | None:
+        address = (address or "").lower()
+        return next((m for m in self.members if address and address in m.emails), None)
 
 
 class PolicySettings(_Section):
@@ -248,6 +282,7 @@ class PolicySettings(_Section):
     require_quote_reference: bool = True
     trusted_authserv_id: str | None = None
     max_message_mb: float = Field(25, gt=0)
+    cc_client_contacts: bool = True
     autoreply_limit_per_hour: int = Field(5, ge=0)
     staff_notice_limit_per_hour: int | None = Field(30, ge=1)
     spam_header: str | None = None

@@ -146,6 +146,11 @@ class Request(SQLModel, table=True):
     current_quote_id: int | None = None
     created_at: datetime = _dt()
     updated_at: datetime = _dt()
+    # The staff member (a `staff.members` name) who owns it; notices go to them.
+    owner: str | None = Field(default=None, max_length=100, index=True)
+    # The client's other addresses that took part (From/To/Cc of its mail),
+    # comma-separated: answers Cc them (policy.cc_client_contacts).
+    cc_addrs: str | None = Field(default=None, max_length=2000)
 
 
 class Quote(SQLModel, table=True):
@@ -210,6 +215,7 @@ class Outbox(SQLModel, table=True):
     request_id: int | None = Field(default=None, foreign_key="request.id", index=True)
     client_id: int | None = Field(default=None, foreign_key="client.id")
     to_addrs: str = Field(max_length=2000)  # comma-separated
+    cc_addrs: str | None = Field(default=None, max_length=2000)  # comma-separated
     subject: str
     body_text: str
     body_html: str | None = None
@@ -228,6 +234,10 @@ class Outbox(SQLModel, table=True):
     @property
     def recipients(self) -> list[str]:
         return [addr for addr in self.to_addrs.split(",") if addr]
+
+    @property
+    def cc_recipients(self) -> list[str]:
+        return [addr for addr in (self.cc_addrs or "").split(",") if addr]
 
 
 class MailboxState(SQLModel, table=True):
@@ -327,3 +337,15 @@ class ClientMailState(SQLModel, table=True):
     client_id: int = Field(foreign_key="client.id", primary_key=True)
     digest_through: datetime | None = _dt(nullable=True)
     low_balance_at: datetime | None = _dt(nullable=True)  # set while the balance stays low
+
+
+class RequestNote(SQLModel, table=True):
+    """An internal note on a request (`NOTE text` by mail): staff only, never sent."""
+
+    __tablename__ = "request_note"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="request.id", index=True)
+    author: str = Field(max_length=320)
+    text: str
+    at: datetime = _dt()

@@ -111,6 +111,15 @@ def format_yen(amount: int, lang: str) -> str:
     return f"{figure}円" if lang == "ja" else f"{figure} yen"
 
 
+def format_size(size: int) -> str:
+    """A file's size for people: 512 B, 3.4 KB, 1.2 MB."""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / 1048576:.1f} MB"
+
+
 def format_credits(count: int, lang: str) -> str:
     """1 → '1 credit', 2 → '2 credits' (en); '2クレジット' (ja)."""
     figure = f"{int(count):,}"
@@ -316,5 +325,6 @@ class Renderer:
             lambda value, weekday=True: format_date(last_usable_day(value, zone), lang, zone,
                                                     weekday=weekday))
         env.filters["month"] = _strict(lambda value: format_month(value, lang, zone))
+        env.filters["filesize"] = _strict(format_size)
         env.filters["tag"] = _strict(lambda number: tag_format.format(id=number))
         return env

@@ -471,6 +471,7 @@ def sandbox_settings(world: MailWorld, database_url: str, *, poll_seconds: int =
                  "host": world.host, "port": world.smtp_port, "tls": False,
                  "starttls": False, "username": None},
         "inbound_smtp": {"enabled": False},
-        "staff": {"notify": [world.staff.address]},
+        "staff": {"notify": [world.staff.address],
+                  "members": [{"name": "Staff", "emails": [world.staff.address]}]},
     })
     return settings_from_mapping(data, source="sandbox")

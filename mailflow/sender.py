@@ -126,6 +126,8 @@ def build_email(desk: Desk, row: Outbox) -> Message:
                                          for a in row.attachments])
     message["From"] = _mailbox(mailbox.display_name, mailbox.address)
     message["To"] = _address_list(row.recipients)
+    if row.cc_recipients:
+        message["Cc"] = _address_list(row.cc_recipients)
     message["Subject"] = _header(row.subject, "Subject")
     message["Date"] = format_datetime(row.created_at)
     message["Message-ID"] = f"<{_one_line(row.message_id)}>"
@@ -236,7 +238,7 @@ def _send_one(desk: Desk, smtp: SmtpConnection, row: Outbox) -> SendError | None
         return PermanentSendError(f"cannot build the message: {exc}")
     try:
         smtp.send(message, envelope_from=desk.settings.mailbox.address,
-                  recipients=row.recipients)
+                  recipients=[*row.recipients, *row.cc_recipients])
     except SendError as exc:
         log.warning("outbox %s to %s: %s", row.id, row.to_addrs, exc)
         return exc

@@ -26,6 +26,13 @@ try:  # the mail-server fixtures (Dovecot, aiosmtpd)
 except ImportError:  # pragma: no cover - only while that module is being written
     pass
 
+
+def pytest_collection_modifyitems(items):
+    """Long tests first: with `pytest -n auto` each worker starts on one of them
+    instead of the last of them running alone at the end (order is otherwise kept)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true",
                      help="Rewrite tests/golden/ from the templates (or UPDATE_GOLDEN=1).")

@@ -139,7 +139,8 @@ def test_a_refused_order_gets_an_answer_that_says_why(engine, desk, lang, quanti
                             to=["hanako@sakura.example"], client=client,
                             context=billing.refused_order_context(desk, quantity, caught.value))
     assert said[lang] in row.body_text
-    assert {"ja": "8,000円（税抜）", "en": "8,000 yen (excl. tax)"}[lang] in row.body_text
+    assert {"ja": "8,000円（税抜、税込8,800円）",
+            "en": "8,000 yen plus tax (8,800 yen incl. tax)"}[lang] in row.body_text
     assert {"ja": "請求書はまだ発行しておりません", "en": "No invoice has been issued"}[lang] \
         in row.body_text
 

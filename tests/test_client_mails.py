@@ -96,11 +96,14 @@ def test_quote_over_the_balance_gives_the_shortfall_its_price_and_the_real_allot
     assert "-2" not in body and "To go ahead" not in body and "作業を進める場合" not in body
     if lang == "en":
         assert "1 credit, 2 credits short of this quote" in body
-        assert "buy the missing 2 credits for 16,000 yen plus tax" in body
+        assert "buy the missing 2 credits for 17,600 yen incl. tax (16,000 yen plus tax)" \
+            in body
+        assert "\n      BUY 2\n" in body
         assert "adds 5 credits on\n    Sat 5 Dec 2026, while this quote is still valid" in body
     else:
         assert "2クレジット不足しております" in body
-        assert "不足分の2クレジットを16,000円（税抜）で追加購入" in body
+        assert "不足分の2クレジットを17,600円（税込、税抜16,000円）で追加購入" in body
+        assert "\n      BUY 2\n" in body and "「2クレジット購入」" in body
         assert "2026年12月5日（土）に5クレジットが付与され" in body
 
 
@@ -128,7 +131,8 @@ def test_short_approval_by_mail_tells_the_same_facts(engine, clock):
         handle_message(session, desk, raw)
     body = last(engine, "client/insufficient_credits").body_text
     assert "your balance is\n0 credits, 4 credits short" in body
-    assert "buy the missing 4 credits for 32,000 yen plus tax" in body
+    assert "buy the missing 4 credits for 35,200 yen incl. tax (32,000 yen plus tax)" in body
+    assert "\n      BUY 4\n" in body
     assert "(2 credits on Tue 1 Dec 2026)\n    will not be enough on their own" in body
     assert "reply APPROVE again" in body
 

@@ -109,7 +109,13 @@ def no_env_config(monkeypatch):
 
 
 def test_example_config_loads_to_the_defaults():
-    assert load_settings(EXAMPLE) == Settings()
+    """Except `staff.members`: empty by default, one example member in the file."""
+    example = load_settings(EXAMPLE)
+    assert [(m.name, m.emails) for m in example.staff.members] == [("Sato",
+                                                                     ["sato@example.com"])]
+    bare = example.model_copy(update={"staff": example.staff.model_copy(
+        update={"members": []})})
+    assert bare == Settings()
 
 
 def test_example_config_has_every_settings_key():

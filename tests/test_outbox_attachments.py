@@ -99,3 +99,17 @@ def test_mail_without_attachments_is_unchanged(engine, mail_desk, smtp_server):
     with transaction(engine) as session:
         assert session.exec(select(OutboxAttachment)).all() == []
         assert session.exec(select(Outbox)).one().attachments == []
+
+
+def test_cc_addresses_get_a_cc_header_and_the_envelope(engine, mail_desk, smtp_server):
+    with transaction(engine) as session:
+        row = queue_message(session, mail_desk, template="staff/held",
+                            to=["hanako@client.example"], context=HELD)
+        row.cc_addrs = "taro@client.example"
+        session.add(row)
+    assert send_due(engine, mail_desk).sent == 1
+    (captured,) = smtp_server.messages
+    message = captured.message()
+    assert message["To"] == "hanako@client.example"
+    assert message["Cc"] == "taro@client.example"
+    assert sorted(captured.recipients) == ["hanako@client.example", "taro@client.example"]

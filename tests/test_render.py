@@ -26,7 +26,7 @@ from tests.golden.samples import BASE, CONTEXTS, DIGEST, NOW, QUOTE, REQUEST, TE
 NAMES = TEMPLATES
 PARTIALS = ("_balance_footer.txt.j2", "_balance_footer.html.j2", "_greeting.txt.j2",
             "_signature.txt.j2", "_layout.html.j2", "_labels.j2", "_shortfall.txt.j2",
-            "_billing.j2")
+            "_billing.j2", "_staff_reply.txt.j2")
 HTML_ALTERNATIVES = ("client/ack", "client/quote", "client/balance", "client/digest")
 
 HOSTILE = "<script>alert(1)</script>\r\nBcc: victim@example.net"
@@ -34,9 +34,9 @@ ITEM = DIGEST["open"][2]
 WITHOUT_REQUEST = {"client/balance", "client/credits_expiring", "client/digest",
                    "client/unknown_sender", "client/low_balance", "staff/held", "staff/failed",
                    "staff/bounce", "staff/reminder", "staff/mailbox_login", "client/invoice",
-                   "client/payment_received", "client/order_refused", "staff/invoice_issued",
-                   "staff/invoice_paid", "staff/invoice_void", "staff/answers_suppressed",
-                   "staff/notices_held"}
+                   "client/payment_received", "client/order_refused", "client/order_unclear",
+                   "staff/invoice_issued", "staff/invoice_paid", "staff/invoice_void",
+                   "staff/answers_suppressed", "staff/notices_held"}
 CASES = [pytest.param(name, lang, id=f"{lang}-{name}") for lang in ("en", "ja") for name in NAMES]
 
 

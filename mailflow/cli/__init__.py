@@ -18,6 +18,7 @@ The package, one module per command group:
     mailbox.py    mailbox login|check (OAuth2 sign-in, log-in checks)
     inbound.py    inbound failed|retry
     jobs.py       digest, jobs run|list
+    staff.py      reply, assign, attachments, attachment (the staff side of a request)
     sandbox.py    dev
     db.py         db upgrade
 
@@ -49,6 +50,11 @@ from mailflow.cli.app import App, MailflowGroup
 COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("mailflow.cli.requests:approve",
                 "Record the client's approval (given by phone); takes the credits."),
+    "assign": ("mailflow.cli.staff:assign",
+               "Set a request's owner: its staff notices go to them."),
+    "attachment": ("mailflow.cli.staff:attachment", "Save attachment N of a request to a file."),
+    "attachments": ("mailflow.cli.staff:attachments",
+                    "A request's attachments, numbered for `mailflow attachment ID N --out F`."),
     "balance": ("mailflow.cli.credits:balance",
                 "Available credits, lots with their expiry, and the recent ledger."),
     "cancel": ("mailflow.cli.requests:cancel",
@@ -84,14 +90,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("mailflow.cli.billing:report",
                "Per client for a month: credits granted, bought, used, expired;"
                " yen invoiced and paid."),
+    "reply": ("mailflow.cli.staff:reply",
+              "Write to the client in the request's thread (no text: opens $EDITOR)."),
     "request": ("mailflow.cli.requests:request_group",
                 "Log a request that came by phone or chat."),
     "requests": ("mailflow.cli.requests:requests_list",
-                 "List requests, optionally by status or client."),
+                 "List requests, optionally by status, client, owner, words or due date."),
     "serve": ("mailflow.cli.mail:serve",
               "Run everything until SIGTERM: IMAP IDLE (or polling), the outbox sender,"
               " scheduled jobs, and the inbound SMTP/LMTP listener when enabled."),
-    "show": ("mailflow.cli.requests:show", "One request with its thread and ledger effects."),
+    "show": ("mailflow.cli.requests:show",
+             "One request: owner, due date, thread, attachments, notes and ledger effects."),
 }
 
 

@@ -44,10 +44,10 @@ def outbox(app: App, retry: bool, show_all: bool, limit: int, offset: int,
             count = outbox_service.retry_failed(session, app.desk)
             if not as_json:
                 click.echo(f"{count} failed message{'s' * (count != 1)} queued again")
-        rows = [{"id": m.id, "to": m.to_addrs, "subject": m.subject, "status": m.status,
+        rows = [{"id": m.id, "to": m.to_addrs, "cc": m.cc_addrs, "subject": m.subject, "status": m.status,
                  "attempts": m.attempts, "template": m.template, "message_id": m.message_id,
                  "request": m.request_id, "last_error": m.last_error, "created_at": m.created_at,
-                 "body": m.body_text}
+                 "body": m.body_text, "attachments": [a.filename for a in m.attachments]}
                 for m in outbox_service.list_outbox(session, include_sent=include_sent,
                                                     limit=limit, offset=offset)]
         total = outbox_service.count_outbox(session, include_sent=include_sent)

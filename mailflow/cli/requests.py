@@ -52,12 +52,21 @@ def request_new(app: App, client_ref: str, subject: str, text: str, requester: s
 def _request_row(session, desk: Desk, request, *, messages: bool = False) -> dict:
     from mailflow.services import clients as client_service
     from mailflow.services import requests as request_service
+    from mailflow.services import staff as staff_service
 
     client = client_service.find_client(session, str(request.client_id))
     row = {"id": request.id, "tag": desk.tag(request.id), "status": request.status,
            "client": client.name, "requester": request.requester, "subject": request.subject,
-           "credits": request.credits, "due": request.due, "created_at": request.created_at}
+           "credits": request.credits, "due": request.due,
+           "days_left": staff_service.days_left(desk, request), "owner": request.owner,
+           "created_at": request.created_at}
     if messages:
+        row["cc"] = [a for a in (request.cc_addrs or "").split(",") if a]
+        row["attachments"] = [{"n": f.number, "name": f.filename, "type": f.content_type,
+                               "size": f.size, "from": f.from_addr, "at": f.received_at}
+                              for f in staff_service.request_files(session, request.id)]
+        row["notes"] = [{"at": n.at, "author": n.author, "text": n.text}
+                        for n in staff_service.request_notes(session, request.id)]
         quote = request_service.current_quote(session, request)
         row["text"] = request.text
         row["quote"] = ({"credits": quote.credits, "due": quote.due, "status": quote.status,
@@ -71,28 +80,50 @@ def _request_row(session, desk: Desk, request, *, messages: bool = False) -> dic
 @click.command("requests")
 @click.option("--status", type=click.Choice([s.value for s in Status]))
 @click.option("--client", "client_ref", metavar="CLIENT")
+@click.option("--owner", metavar="STAFF", help="Owned by this staff member.")
+@click.option("--mine", is_flag=True, help="Owned by $MAILFLOW_STAFF.")
+@click.option("--search", metavar="TEXT",
+              help="Words found in the subject or text (every word, any language).")
+@click.option("--due-before", type=DATE, metavar="DATE", help="Due before DATE (YYYY-MM-DD).")
 @json_option
 @pass_app
-def requests_list(app: App, status: str | None, client_ref: str | None, as_json: bool) -> None:
-    """List requests, optionally by status or client.
+def requests_list(app: App, status: str | None, client_ref: str | None, owner: str | None,
+                  mine: bool, search: str | None, due_before: datetime | None,
+                  as_json: bool) -> None:
+    """List requests, optionally by status, client, owner, words or due date.
 
     \b
     mailflow requests --status received          # waiting for a quote
     mailflow requests --client Acme --json
+    mailflow requests --mine --due-before 2026-12-10
+    mailflow requests --search バナー
     """
-    from mailflow.services import clients as client_service
-    from mailflow.services import requests as request_service
+    import os
 
+    from mailflow.services import clients as client_service
+    from mailflow.services import staff as staff_service
+
+    if mine and owner:
+        raise click.UsageError("give --owner NAME or --mine, not both")
+    if mine:
+        owner = os.environ.get("MAILFLOW_STAFF")
+        if not owner:
+            raise click.UsageError("--mine needs MAILFLOW_STAFF set to your staff name")
     with app.session() as session:
+        if owner is not None:
+            owner = staff_service.staff_name(app.desk, owner)
         client_id = client_service.find_client(session, client_ref).id if client_ref else None
-        rows = [_request_row(session, app.desk, r) for r in request_service.list_requests(
-            session, status=Status(status) if status else None, client_id=client_id)]
+        rows = [_request_row(session, app.desk, r) for r in staff_service.find_requests(
+            session, status=Status(status) if status else None, client_id=client_id,
+            owner=owner, search=search,
+            due_before=due_before.date() if due_before else None)]
     if as_json:
         emit_json(rows)
         return
-    table("Requests", ["request", "status", "client", "subject", "credits", "due"],
-          [[r["tag"], r["status"], r["client"], r["subject"], r["credits"], r["due"]]
-           for r in rows])
+    table("Requests", ["request", "status", "client", "subject", "credits", "due", "owner"],
+          [[r["tag"], r["status"], r["client"], r["subject"], r["credits"],
+            r["due"] if r["days_left"] is None else f"{r['due']} ({_days(r['days_left'])})",
+            r["owner"]] for r in rows])
 
 
 #: Outgoing messages whose status `show` names next to their kind.
@@ -128,10 +159,10 @@ def _raw_message(session, request_id: int, messages: list[dict], number: int) ->
 @json_option
 @pass_app
 def show(app: App, request_id: int, raw_number: int | None, as_json: bool) -> None:
-    """One request with its thread and ledger effects.
+    """One request: owner, due date, thread, attachments, notes and ledger effects.
 
     \b
-    mailflow show 12            # the request, its thread (# column) and ledger
+    mailflow show 12            # the request, its thread (# column), notes and ledger
     mailflow show 12 --raw 3    # message 3 of the thread, as it arrived
     """
     from mailflow.services import requests as request_service
@@ -146,8 +177,13 @@ def show(app: App, request_id: int, raw_number: int | None, as_json: bool) -> No
         emit_json(row)
         return
     click.echo(f"{row['tag']} {row['subject']}\n  client {row['client']} ({row['requester']}),"
-               f" {row['status']}" + (f", {plural(row['credits'], 'credit')} due {row['due']}"
+               f" {row['status']}" + (f", {plural(row['credits'], 'credit')}"
                                       if row["credits"] else ""))
+    click.echo(f"  owner {row['owner'] or '(none)'}" + (
+        f", due {row['due']}" if row["due"] else ", no due date") + (
+        f" ({_days(row['days_left'])})" if row["days_left"] is not None else ""))
+    if row["cc"]:
+        click.echo(f"  cc {', '.join(row['cc'])}")
     if row["text"]:
         click.echo("\n" + row["text"].strip() + "\n")
     table("Thread", ["#", "at", "dir", "kind", "subject", "who"],
@@ -155,9 +191,40 @@ def show(app: App, request_id: int, raw_number: int | None, as_json: bool) -> No
             m["kind"] + (f" ({m['status']})" if m.get("status") in _NOT_SENT else ""),
             m["subject"], m["from"] or m["to"]]
            for n, m in enumerate(row["messages"], start=1)])
+    for m in row["messages"]:
+        if m.get("text"):
+            when = m["at"].astimezone(app.desk.tz).strftime("%Y-%m-%d %H:%M")
+            click.echo(f"\nReply to the client, {when}:\n" + _indent(m["text"]))
+    if row["attachments"]:
+        table("Attachments", ["n", "name", "type", "size", "from"],
+              [[f["n"], f["name"], f["type"], human_size(f["size"]), f["from"]]
+               for f in row["attachments"]])
+    if row["notes"]:
+        click.echo("\nInternal notes:")
+        for n in row["notes"]:
+            when = n["at"].astimezone(app.desk.tz).strftime("%Y-%m-%d %H:%M")
+            click.echo(f"  {when} {n['author']}: {n['text']}")
     if row["entries"]:
         table("Ledger", ["kind", "delta", "lot"],
               [[e["kind"], f"{e['delta']:+d}", e["lot"]] for e in row["entries"]])
+
+
+def _days(left: int) -> str:
+    if left == 0:
+        return "due today"
+    if left < 0:
+        return f"{plural(-left, 'day')} late"
+    return f"{plural(left, 'day')} left"
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.strip().splitlines())
+
+
+def human_size(size: int) -> str:
+    from mailflow.render import format_size
+
+    return format_size(size)
 
 
 @click.command()

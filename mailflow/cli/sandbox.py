@@ -263,6 +263,9 @@ def instructions(world: MailWorld, database_url: str, staff_config: Path | None 
         "  mailflow requests",
         f"  mailflow quote 1 --task banner --due {due}",
         "and reply APPROVE to the quote from the mail program.",
+        f"Or run the desk by mail: as {world.staff.address}, reply to the staff",
+        "notice with text for the client, or lines like QUOTE 1 DUE "
+        f"{due} (docs/staff.md).",
         "",
         "mutt as the client:",
         f"  mutt -f imap://{client.username}:{client.password}@{world.host}:"

@@ -212,6 +212,24 @@ class OrderCheck:
         }[self.problem]
 
 
+def order_quantity(count: int | None, count_text: str | None) -> int | str:
+    """What a `BUY n` asks for, as `check_order` reads it: the integer the reply
+    reader found ('五' and 'five' are 5), else the count as written ('1.5'),
+    else '' (no count at all: not a number, the client is asked for one)."""
+    if count is not None and not isinstance(count, bool):
+        return count
+    return (count_text or "").strip()
+
+
+def order_amounts(credits: int, *, unit_price_yen: int, tax_rate: Decimal,
+                  price_includes_tax: bool, rounding: Rounding = Rounding.FLOOR
+                  ) -> InvoiceAmounts:
+    """What an invoice for CREDITS would state (the shortfall answer quotes its
+    tax-inclusive total before any invoice exists): the same arithmetic."""
+    return invoice_amounts([Item(credits, unit_price_yen, tax_rate)],
+                           price_includes_tax=price_includes_tax, rounding=rounding)
+
+
 _QUANTITY = re.compile(r"([+-]?)([0-9]+)(?:\.([0-9]+))?")
 
 

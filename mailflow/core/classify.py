@@ -24,6 +24,8 @@ class Verdict(StrEnum):
     BOUNCE = "bounce"                    # one of ours bounced: mark it, tell staff
     NEW_REQUEST = "new_request"
     BALANCE = "balance"
+    BUY = "buy"                          # BUY n: an invoice, or a refusal saying why
+    ASK_BUY = "ask_buy"                  # an unclear purchase: ask for BUY n alone
     APPROVE = "approve"
     REJECT = "reject"
     ASK_WHICH = "ask_which"              # both approve and reject: ask
@@ -36,6 +38,8 @@ class Verdict(StrEnum):
     UNKNOWN_SENDER = "unknown_sender"
     LIST_HELD = "list_held"              # list or group mail on behalf of no client: held
     SPAM = "spam"                        # our spam filter's verdict (policy.spam_header): held
+    STAFF_MAIL = "staff_mail"            # a staff member on a request: to the client, commands
+    STAFF_REFUSED = "staff_refused"      # staff commands or a notice's reply from a non-member
 
 
 class Reason(StrEnum):
@@ -56,6 +60,7 @@ class Facts:
     command: Command | None = None          # AMBIGUOUS: mentions a decision, not a clear one
     buy_count: int | None = None            # BUY n: the count, when it is an integer
     buy_count_text: str | None = None       # BUY n: the count as the client wrote it
+    buy_unclear: bool = False               # only a purchase, but not a clear order
     sender_client_id: int | None = None
     request_id: int | None = None           # the request the message links to
     request_client_id: int | None = None
@@ -69,6 +74,9 @@ class Facts:
     list_mail: bool = False                 # list or group mail (DESIGN §3 rule 2)
     relayed: bool = False                   # ... whose From is the list, not the client
     spam: bool = False                      # policy.spam_header says spam
+    staff_sender: bool = False              # the From is a staff.members address
+    replies_to_staff_notice: bool = False   # it names one of our staff notices
+    staff_commands: bool = False            # its new text has staff command lines
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,31 @@ def rule_forged(f: Facts) -> Decision | None:
     return Decision(Verdict.FORGED) if f.dmarc_failed else None
 
 
+def rule_staff(f: Facts) -> Decision | None:
+    """Staff by mail (§3 rule 8): a staff member writing on a request runs it;
+    staff commands, or a reply to a staff notice, from anyone else do nothing
+    and staff are told.  (A member's mail linked to no request is held as an
+    unknown sender's: there is no request to act on.)"""
+    if f.staff_sender:
+        return Decision(Verdict.STAFF_MAIL) if f.request_id is not None else None
+    if f.replies_to_staff_notice or f.staff_commands:
+        return Decision(Verdict.STAFF_REFUSED)
+    return None
+
+
+def rule_buy(f: Facts) -> Decision | None:
+    """`BUY n` / 購入 from a client address, in new mail or in a reply to any
+    request: an order for the sender's own client (an invoice, or a refusal
+    that says why). It never answers a quote: a BUY in a reply to a quote
+    approves nothing.  A purchase that is all the message says but is not a
+    clear order (a question, a condition, two counts) is asked about."""
+    if f.sender_client_id is None or f.relayed:  # a list's relay orders nothing
+        return None
+    if f.command is Command.BUY:
+        return Decision(Verdict.BUY)
+    return Decision(Verdict.ASK_BUY) if f.buy_unclear else None
+
+
 def rule_unlinked(f: Facts) -> Decision | None:
     """Not linked to a request: a new request, a balance question, or a stranger.
     An unlinked APPROVE still becomes a request: nothing a client writes is lost."""
@@ -161,8 +194,7 @@ def rule_linked_other(f: Facts) -> Decision | None:
     """An unclear decision on an open quote: ask, change nothing (§3 step 4).
 
     Without an open quote there is nothing to ask about: the reply is a
-    comment. BUY on a linked request is a comment until purchases by mail
-    exist (it is recognised and carried in the facts)."""
+    comment."""
     if f.command is Command.AMBIGUOUS and f.request_status is Status.QUOTED \
             and not f.quote_expired:
         return Decision(Verdict.ASK_WHICH)
@@ -172,7 +204,8 @@ def rule_linked_other(f: Facts) -> Decision | None:
 
 
 RULES: tuple[Rule, ...] = (rule_own, rule_automatic, rule_spam, rule_list, rule_forged,
-                           rule_unlinked, rule_relayed, rule_answer, rule_linked_other)
+                           rule_staff, rule_buy, rule_unlinked, rule_relayed, rule_answer,
+                           rule_linked_other)
 
 
 def decide(facts: Facts) -> Decision:

@@ -49,9 +49,10 @@ Decisions made here, deliberately:
   staff. A negated or conditional one does not count.
 * ``BUY n`` / 「5クレジット購入」: the count is returned as written (``count_text``)
   and as an integer when it is one; the caller validates it (0, -1, 1.5, too
-  many). A purchase that is questioned, negated or conditional is not a command
-  (the reply goes to staff). A decision and a purchase in one reply are
-  ambiguous.
+  many). A purchase that is questioned, negated or conditional is not a command;
+  when the purchase is all the reply is about, ``buy_unclear`` says so (the
+  caller asks for ``BUY n`` alone), else the reply goes to staff as it is. A
+  decision and a purchase in one reply are ambiguous.
 * The subject counts only when, without Re:/返信: prefixes and the ``[REQ-n]``
   tag, it is the keyword alone; a subject decision that the body contradicts
   or hedges is ambiguous.
@@ -96,6 +97,12 @@ class Reading:
     ambiguous: bool = False
     reasons: tuple[str, ...] = ()
     mentioned: frozenset[Command] = frozenset()
+    #: A purchase is all the reply is about, but not a clear order (questioned,
+    #: hedged, two counts): the caller asks for `BUY n` alone and creates nothing.
+    buy_unclear: bool = False
+    #: A clear `BUY n` whose text also says something else (a question, more
+    #: work): the order counts, and staff should read the rest.
+    more_text: bool = False
 
     @property
     def acts(self) -> bool:
@@ -671,9 +678,11 @@ def read_reply(new_text: str, subject: str = "") -> Reading:
         if clear_buys and len(clear_buys) == len(buys) and len(counts) == 1 and not hedges:
             count, count_text = counts.pop()
             return Reading(Command.BUY, count=count, count_text=count_text,
+                           more_text=any(s.content for s in sentences),
                            reasons=_ordered([*courtesy, "buy"]))
-        return Reading(None, reasons=_ordered(
-            [*courtesy, "buy-unclear", *(r for b in buys for r in b.reasons), *hedges]))
+        return Reading(None, buy_unclear=not any(s.content for s in sentences),
+                       reasons=_ordered([*courtesy, "buy-unclear",
+                                         *(r for b in buys for r in b.reasons), *hedges]))
 
     balance = [s for s in sentences if s.balance]
     subject_balance = subject_mention is not None and subject_mention.kind is Command.BALANCE

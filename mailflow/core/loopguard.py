@@ -16,7 +16,8 @@ rule over what the last hour (or day) of its mail looked like:
   that fast; responders do).
 
 Answers that follow a change the client asked for (the approval or rejection
-confirmation) are never suppressed: they happen once per quote and cannot loop.
+confirmation, the invoice for a `BUY n`) are never suppressed: they happen once
+per decision or order and cannot loop.
 
 Pure: takes what the adapter found, returns a reason or None.
 """
@@ -30,8 +31,10 @@ from datetime import datetime, timedelta
 
 #: Quicker than this after our mail to them, an answer is a machine's.
 FAST_ANSWER = timedelta(seconds=20)
-#: Answers that confirm a decision: once per quote, never capped.
-NEVER_SUPPRESSED = frozenset({"client/approved", "client/rejected"})
+#: Answers that confirm a decision (once per quote) or answer a person's explicit
+#: order (`BUY n`: the invoice, or why there is none): never capped.
+NEVER_SUPPRESSED = frozenset({"client/approved", "client/rejected", "client/invoice",
+                              "client/order_refused"})
 
 
 @dataclass(frozen=True)

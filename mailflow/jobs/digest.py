@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from mailflow.chart import chart_data_uri
+from mailflow.core.billing import format_invoice_number
 from mailflow.core.ledger import EntryKind, LotBalance, start_of_day, summarise
 from mailflow.core.states import ACTIVE, Status
 from mailflow.db import transaction
@@ -62,6 +63,8 @@ from mailflow.models import (
     ClientMailState,
     Contact,
     Entry,
+    Invoice,
+    InvoiceStatus,
     JobRun,
     Lot,
     Outbox,
@@ -211,6 +214,23 @@ def _digest_usage(session: Session, desk: Desk, end: datetime, starts: dict[int,
     return usage
 
 
+def _unpaid_invoices(session: Session, desk: Desk, client_ids: Sequence[int]
+                     ) -> dict[int, list[dict]]:
+    """Each client's unpaid (issued) invoices, oldest first, in one query."""
+    rows = session.exec(select(Invoice.client_id, Invoice.year, Invoice.seq, Invoice.credits,
+                               Invoice.total_yen, Invoice.issued_at, Invoice.due)
+                        .where(Invoice.client_id.in_(client_ids),
+                               Invoice.status == InvoiceStatus.ISSUED)
+                        .order_by(Invoice.year, Invoice.seq)).all()
+    unpaid: dict[int, list[dict]] = defaultdict(list)
+    for client_id, year, seq, credits, total, issued_at, due in rows:
+        unpaid[client_id].append({
+            "number": format_invoice_number(year, seq), "credits": credits,
+            "total_yen": total, "issued_on": issued_at.astimezone(desk.tz).date(),
+            "due": due})
+    return unpaid
+
+
 def _expiry_months(desk: Desk, lots: list[dict]) -> list[dict]:
     """Credits by the month of their last usable day (never-expiring ones apart)."""
     months: dict[date, int] = defaultdict(int)
@@ -251,6 +271,7 @@ def digest_messages(session: Session, desk: Desk, period: DigestPeriod,
     months = _usage_months(desk, period.end)
     usage = _digest_usage(session, desk, period.end, starts, months)
     balances = _balances(session, desk, ids)
+    unpaid = _unpaid_invoices(session, desk, ids)
     now = desk.now()
     warning_days = desk.settings.schedule.expiry_warning_days
     soon = now + timedelta(days=warning_days)
@@ -273,7 +294,8 @@ def digest_messages(session: Session, desk: Desk, period: DigestPeriod,
             "balance": balance,
             "period": {"start": starts[client.id], "end": period.end}, **lists,
             "used": spent, "spent": sum(item["credits"] for item in spent),
-            "expiring_soon": expiring, "warning_days": warning_days, "chart": chart}))
+            "expiring_soon": expiring, "warning_days": warning_days, "chart": chart,
+            "unpaid": unpaid.get(client.id, [])}))
     return messages
 
 

@@ -32,6 +32,7 @@ from mailflow.core.billing import (
     due_date,
     format_invoice_number,
     invoice_amounts,
+    order_quantity,
     parse_invoice_number,
     percent,
 )
@@ -43,7 +44,7 @@ from mailflow.models import Client, Entry, Invoice, InvoiceSequence, InvoiceStat
 from mailflow.services import bounds
 from mailflow.services import credits as ledger
 from mailflow.services.clients import client_emails
-from mailflow.services.outbox import FileToSend, notify_staff, queue_message
+from mailflow.services.outbox import FileToSend, notify_staff, price_context, queue_message
 
 STAFF = "staff"
 
@@ -203,13 +204,14 @@ def _create_invoice(session: Session, desk: Desk, *, client: Client, credits: in
 
 def issue_invoice(session: Session, desk: Desk, *, client: Client, credits: str | int,
                   requester: str | None = None, source_message_id: str | None = None,
-                  actor: str = STAFF) -> Invoice:
+                  actor: str = STAFF, note: str | None = None) -> Invoice:
     """A client's order (`BUY n`): an invoice, mailed as a PDF with a text summary.
 
     The same message again returns its invoice and mails nothing.  A quantity
     that is not a whole number from 1 to `billing.max_credits_per_order`
     raises `InvalidOrder` (its `problem` names which), a deactivated client a
-    `MailflowError`; either way nothing is written."""
+    `MailflowError`; either way nothing is written.  `note`: what else the
+    order mail said, shown to staff in their notice."""
     if source_message_id is not None:
         earlier = session.exec(select(Invoice).where(
             Invoice.source_message_id == source_message_id)).first()
@@ -226,7 +228,7 @@ def issue_invoice(session: Session, desk: Desk, *, client: Client, credits: str 
                   client=client, context=context, auto=source_message_id is not None,
                   in_reply_to=source_message_id, attachments=[invoice_file(invoice)])
     notify_staff(session, desk, template="staff/invoice_issued", client=client,
-                 context=context)
+                 context={**context, "note": note})
     return invoice
 
 
@@ -234,8 +236,45 @@ def refused_order_context(desk: Desk, quantity: str | int, error: InvalidOrder) 
     """What `client/order_refused` says about a `BUY n` that made no invoice."""
     return {"order": {"text": str(quantity), "problem": error.problem.value,
                       "max_credits": desk.settings.billing.max_credits_per_order},
-            "price": {"unit_yen": desk.settings.credits.price_yen,
-                      "includes_tax": desk.settings.billing.price_includes_tax}}
+            "price": _unit_price(desk)}
+
+
+def _unit_price(desk: Desk) -> dict[str, Any]:
+    price = price_context(desk)
+    return {"unit_yen": price["yen"], "includes_tax": price["tax"] == "incl",
+            "unit_yen_incl_tax": price["yen_incl_tax"]}
+
+
+def order_by_mail(session: Session, desk: Desk, *, client: Client, count: int | None,
+                  count_text: str | None, requester: str, message_id: str | None,
+                  note: str | None = None) -> tuple[Invoice | None, str]:
+    """A client's `BUY n` by mail (new mail or a reply): the invoice, or the
+    `client/order_refused` answer saying why there is none.  Idempotent per
+    message: the same Message-ID again returns its invoice and mails nothing.
+    Both answers reply to a person's explicit order: the loop cap never holds
+    them back (`core.loopguard.NEVER_SUPPRESSED`).  `note`: the mail's text when it
+    says more than the order (staff read it in their notice).  Returns the invoice (or None) and a note for the record."""
+    quantity = order_quantity(count, count_text)
+    try:
+        invoice = issue_invoice(session, desk, client=client, credits=quantity,
+                                requester=requester, source_message_id=message_id,
+                                actor=requester, note=note)
+    except InvalidOrder as error:
+        queue_message(session, desk, template="client/order_refused", to=[requester],
+                      client=client, auto=True, in_reply_to=message_id,
+                      context=refused_order_context(desk, quantity, error))
+        return None, f"order refused: BUY {quantity}: {error}"
+    return invoice, f"invoice {invoice.number} for {invoice.credits} credits"
+
+
+def order_unclear_context(desk: Desk, count: int | None, count_text: str | None
+                          ) -> dict[str, Any]:
+    """What `client/order_unclear` says: the count the client wrote, if one
+    (the example line uses it when it is a valid order), and the price."""
+    quantity = order_quantity(count, count_text)
+    check = check_order(quantity, max_credits=desk.settings.billing.max_credits_per_order)
+    return {"order": {"text": str(quantity) or None, "credits": check.credits},
+            "price": _unit_price(desk)}
 
 
 # -- paying and voiding -------------------------------------------------------------------

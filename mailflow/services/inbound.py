@@ -40,6 +40,7 @@ from mailflow.core.message import (
     first_header,
     parse_message,
 )
+from mailflow.core.staffmail import command_lines
 from mailflow.core.states import Status
 from mailflow.core.trim import trim_reply
 from mailflow.desk import Desk
@@ -55,10 +56,19 @@ from mailflow.models import (
     Quote,
     Request,
 )
+from mailflow.services import billing
 from mailflow.services import credits as ledger
 from mailflow.services import requests as requests_service
+from mailflow.services import staff as staff_service
 from mailflow.services.clients import client_by_address
-from mailflow.services.outbox import notify_staff, queue_message, quote_context, suspect_loop
+from mailflow.services.outbox import (
+    add_participants,
+    notice_files,
+    notify_staff,
+    queue_message,
+    quote_context,
+    suspect_loop,
+)
 
 
 @dataclass(frozen=True)
@@ -267,10 +277,11 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
     ctx.tokens = tuple(tokens_in((*msg.to, *msg.cc), msg.text))
     ctx.request = _linked_request(session, desk, msg, ctx.tokens, ctx.sender)
     facts = _request_facts(session, desk, ctx) if ctx.request is not None else {}
+    facts.update(_staff_facts(session, desk, msg, new_text))
     # A trusted fail, or a trusted verdict that cannot be read: never acted on.
     dmarc_failed = forbids_action(msg.authentication_results, policy.trusted_authserv_id)
     return Facts(command=ctx.command, buy_count=ctx.reading.count,
-                 buy_count_text=ctx.reading.count_text,
+                 buy_count_text=ctx.reading.count_text, buy_unclear=ctx.reading.buy_unclear,
                  sender_client_id=ctx.sender.id if ctx.sender else None,
                  dmarc_failed=dmarc_failed,
                  require_quote_reference=policy.require_quote_reference,
@@ -307,6 +318,17 @@ def correspondent(session: Session, desk: Desk, ctx: Context) -> Correspondent:
     current = Seen(digest=trimmed, automatic=ctx.list_mail,
                    vacation_subject=vacation_subject(msg.subject), written_at=msg.date)
     return Correspondent(current=current, earlier=earlier, our_last_mail_at=ours)
+
+
+def _staff_facts(session: Session, desk: Desk, msg: InboundMessage, new_text: str) -> dict:
+    """Whether a staff member wrote it, whether it answers one of our staff
+    notices, and whether its new text has staff command lines (§3 rule 8)."""
+    ids = referenced_ids(msg)
+    to_notice = bool(ids) and session.exec(select(Outbox.id).where(
+        Outbox.message_id.in_(ids), Outbox.template.startswith("staff/"))).first() is not None
+    return dict(staff_sender=desk.settings.staff.member_by_address(msg.from_addr) is not None,
+                replies_to_staff_notice=to_notice,
+                staff_commands=bool(command_lines(new_text)))
 
 
 _DECISIONS = (Command.APPROVE, Command.REJECT)
@@ -430,6 +452,9 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
     """Run the one use case the decision names; returns the status and a note."""
     verdict, msg = decision.verdict, ctx.msg
     actor = msg.from_addr or "unknown"
+    if ctx.request is not None and ctx.sender is not None \
+            and ctx.sender.id == ctx.request.client_id:
+        add_participants(session, ctx.request, _addresses(msg), desk.settings.mailbox.address)
     match verdict:
         case Verdict.OWN | Verdict.AUTOMATIC:
             return InboundStatus.IGNORED, None
@@ -441,9 +466,30 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
             ctx.request = requests_service.create_request(
                 session, desk, client=ctx.sender, requester=msg.from_addr,
                 subject=msg.subject, text=msg.text, actor=actor,
-                inbound_message_id=msg.message_id, auto=True)
+                inbound_message_id=msg.message_id, auto=True,
+                attachments=msg.attachments, participants=_addresses(msg))
         case Verdict.BALANCE:
             _balance_statement(session, desk, ctx)
+        case Verdict.BUY:
+            # An order for the sender's own client; a quote it replies to stays open.
+            _, note = billing.order_by_mail(
+                session, desk, client=ctx.sender, count=ctx.reading.count,
+                count_text=ctx.reading.count_text, requester=msg.from_addr,
+                message_id=msg.message_id,
+                note=(ctx.new_text or msg.text) if ctx.reading.more_text else None)
+            return InboundStatus.PROCESSED, note
+        case Verdict.ASK_BUY:
+            _answer(session, desk, ctx, "client/order_unclear",
+                    **billing.order_unclear_context(desk, ctx.reading.count,
+                                                    ctx.reading.count_text))
+            if ctx.request is not None:
+                notify_staff(session, desk, template="staff/comment",
+                             client=session.get(Client, ctx.request.client_id),
+                             request=ctx.request,
+                             context={"from_addr": msg.from_addr,
+                                      "text": ctx.new_text or msg.text})
+            return InboundStatus.PROCESSED, "unclear purchase, client asked: " + ", ".join(
+                r for r in ctx.reading.reasons if r not in ("greeting", "closing"))
         case Verdict.APPROVE:
             try:
                 requests_service.approve_request(session, desk, request_id=ctx.request.id,
@@ -486,6 +532,18 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
             return InboundStatus.HELD, "forged sender (DMARC fail)"
         case Verdict.UNKNOWN_SENDER:
             return InboundStatus.HELD, _unknown_sender(session, desk, ctx)
+        case Verdict.STAFF_MAIL:
+            return InboundStatus.PROCESSED, staff_service.handle_staff_mail(
+                session, desk, request=ctx.request, sender=msg.from_addr, text=ctx.new_text,
+                attachments=msg.attachments, message_id=msg.message_id)
+        case Verdict.STAFF_REFUSED:
+            lines = command_lines(ctx.new_text)
+            reason = (f"staff command{'s' * (len(lines) != 1)} "
+                      + ", ".join(repr(line) for line in lines[:3]) if lines
+                      else "a reply to a staff notice")
+            reason += f" from {msg.from_addr or '(none)'}, not in staff.members: nothing done"
+            return InboundStatus.HELD, reason + _hold(session, desk, ctx, reason,
+                                                      kind="staff_command")
         case Verdict.LIST_HELD:
             return InboundStatus.HELD, "held: list or group mail on behalf of no client" + \
                 _hold(session, desk, ctx, "list or group mail on behalf of no client",
@@ -520,10 +578,17 @@ def _comment(session: Session, desk: Desk, ctx: Context, decision: Decision) -> 
         _answer(session, desk, ctx, "client/comment_received",
                 quote=quote_context(desk, quote) if quote else None,
                 relayed=decision.reason is Reason.RELAYED)
+    listing, files = notice_files(desk, msg.attachments)
     notify_staff(session, desk, template="staff/comment",
                  client=session.get(Client, ctx.request.client_id), request=ctx.request,
-                 context={"from_addr": msg.from_addr, "text": ctx.new_text or msg.text})
+                 attachments=files,
+                 context={"from_addr": msg.from_addr, "text": ctx.new_text or msg.text,
+                          "attachments": listing})
     return "; ".join(notes) or None
+
+
+def _addresses(msg: InboundMessage) -> list[str]:
+    return [a for a in (msg.from_addr, *msg.to, *msg.cc) if a]
 
 
 # Mail no human wrote is recorded and ignored, whatever its size.

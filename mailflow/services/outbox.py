@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from mailflow.core.billing import order_amounts
 from mailflow.core.ledger import summarise
 from mailflow.core.loopguard import may_suppress
 from mailflow.desk import Desk
@@ -48,17 +49,16 @@ def new_message_id(desk: Desk) -> str:
 
 def price_context(desk: Desk) -> dict[str, Any]:
     """One credit's price as the mail states it: `yen` and its tax basis `tax`
-    (`excl`: tax is added on invoices; `incl`: tax included).
-
-    Hook for billing: until the `billing` config section exists,
-    `credits.price_yen` is stated as tax-exclusive (税抜), and `buy_by_mail`
-    (clients may reply `BUY n`) is off, so mail says to ask us instead.  With
-    the section, the basis comes from `billing.price_includes_tax` and
-    `BUY n` is offered; the tax-inclusive figure belongs here too."""
-    billing = getattr(desk.settings, "billing", None)
-    included = bool(billing is not None and getattr(billing, "price_includes_tax", False))
-    return {"yen": desk.settings.credits.price_yen, "tax": "incl" if included else "excl",
-            "buy_by_mail": billing is not None}
+    (`excl`: tax is added on invoices; `incl`: tax included), `yen_incl_tax`
+    (what one credit costs with tax), and `buy_by_mail`: clients may reply
+    `BUY n` (the basis comes from `billing.price_includes_tax`)."""
+    billing = desk.settings.billing
+    yen = desk.settings.credits.price_yen
+    gross = order_amounts(1, unit_price_yen=yen, tax_rate=billing.tax_rate,
+                          price_includes_tax=billing.price_includes_tax,
+                          rounding=billing.rounding).total_yen
+    return {"yen": yen, "tax": "incl" if billing.price_includes_tax else "excl",
+            "yen_incl_tax": gross, "buy_by_mail": True}
 
 
 def balance_context(session: Session, desk: Desk, client_id: int) -> dict[str, Any]:
@@ -127,7 +127,9 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
     The balance footer shows the client's balance as it stands in this
     transaction, i.e. after the change that caused the message.  `thread`:
     refer to the request's earlier messages in References (off when the
-    recipient is not the request's client).  `held`: write the row
+    recipient is not the request's client).  Client mail to a request's
+    requester Cc's the request's other addresses of the same client
+    (`policy.cc_client_contacts`, `copied_contacts`).  `held`: write the row
     `suppressed` with this reason (it is kept and listed, never sent)."""
     session.flush()
     full: dict[str, Any] = {
@@ -149,13 +151,18 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
         references.append(in_reply_to)
     parent = in_reply_to or (references[-1] if references else None)
     recipients = ",".join(dict.fromkeys(a.lower() for a in to))
+    cc = []
+    if template.startswith("client/") and request is not None \
+            and request.requester in recipients.split(","):
+        cc = [a for a in copied_contacts(session, desk, request)
+              if a not in recipients.split(",")]
     if held is None and auto:
         held = loop_guard(session, desk, recipients, template)
     status = OutboxStatus.SUPPRESSED if held else OutboxStatus.PENDING
     row = Outbox(message_id=new_message_id(desk), template=template,
                  request_id=request.id if request else None,
                  client_id=client.id if client else None,
-                 to_addrs=recipients,
+                 to_addrs=recipients, cc_addrs=",".join(cc) or None,
                  subject=rendered.subject, body_text=rendered.text, body_html=rendered.html,
                  in_reply_to=parent, references=" ".join(references[-20:]) or None,
                  reply_to=reply_to, auto=auto, status=status, last_error=held,
@@ -168,6 +175,34 @@ def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[s
     if held and auto:
         _tell_staff_of_suppressed(session, desk, row)
     return row
+
+
+def copied_contacts(session: Session, desk: Desk, request: Request) -> list[str]:
+    """The addresses an answer to REQUEST copies: those that took part in its mail
+    (`Request.cc_addrs`) and are still addresses of its client, never another's."""
+    if not desk.settings.policy.cc_client_contacts or not request.cc_addrs:
+        return []
+    contacts = set(session.exec(select(Contact.email)
+                                .where(Contact.client_id == request.client_id)).all())
+    return [a for a in request.cc_addrs.split(",")
+            if a and a in contacts and a != request.requester]
+
+
+def add_participants(session: Session, request: Request, addresses: Iterable[str],
+                     own_address: str) -> None:
+    """Remember the client's addresses seen on REQUEST's mail (From, To, Cc), so
+    that answers copy them; addresses of other clients or strangers are not kept."""
+    wanted = {a.lower() for a in addresses if a} - {request.requester, own_address.lower()}
+    if not wanted:
+        return
+    contacts = set(session.exec(select(Contact.email).where(
+        Contact.client_id == request.client_id, Contact.email.in_(wanted))).all())
+    known = [a for a in (request.cc_addrs or "").split(",") if a]
+    merged = list(dict.fromkeys([*known, *sorted(contacts)]))
+    if merged != known and len(",".join(merged)) <= 2000:
+        request.cc_addrs = ",".join(merged)
+        session.add(request)
+
 
 
 # --- the loop guard (DESIGN §3 rule 10) ---------------------------------------------
@@ -228,20 +263,50 @@ def over_autoreply_limit(session: Session, desk: Desk, recipients: str) -> bool:
     return False
 
 
+def notice_files(desk: Desk, found: Sequence[Any]) -> tuple[list[dict], list[FileToSend]]:
+    """What a staff notice says of a message's attachments (name, type, size,
+    whether attached) and the files it carries: in order, as long as their total
+    stays within `policy.max_message_mb`.  FOUND: parsed attachments
+    (`core.message.Attachment`: filename, content_type, size, data)."""
+    budget = int(desk.settings.policy.max_message_mb * 1024 * 1024)
+    listing: list[dict] = []
+    files: list[FileToSend] = []
+    for n, item in enumerate(found, start=1):
+        name = item.filename or f"attachment-{n}"
+        attach = bool(item.data) and len(item.data) <= budget
+        if attach:
+            budget -= len(item.data)
+            files.append(FileToSend(name, item.content_type, item.data))
+        listing.append({"name": name, "type": item.content_type, "size": item.size,
+                        "attached": attach})
+    return listing, files
+
+
+def staff_recipients(desk: Desk, request: Request | None) -> list[str]:
+    """Who hears about REQUEST: its owner's addresses, else `staff.notify`."""
+    if request is not None and request.owner:
+        member = desk.settings.staff.member(request.owner)
+        if member is not None and member.emails:
+            return list(member.emails)
+    return list(desk.settings.staff.notify)
+
+
 def notify_staff(session: Session, desk: Desk, *, template: str, context: Mapping[str, Any],
                  client: Client | None = None, request: Request | None = None,
-                 thread: bool = True) -> Outbox | None:
-    """A notice to staff.  Notices of one kind are capped per hour
-    (`policy.staff_notice_limit_per_hour`): past the cap they are written
+                 thread: bool = True, to: Sequence[str] | None = None,
+                 attachments: Sequence[FileToSend] = ()) -> Outbox | None:
+    """A staff notice: to the request's owner when there is one, else to
+    `staff.notify` (`to` overrides both).  Notices of one kind are capped per
+    hour (`policy.staff_notice_limit_per_hour`): past the cap they are written
     `suppressed` (listed by `mailflow outbox`, never sent), and staff get one
     `staff/notices_held` summary instead of a flood (issue 9.3)."""
-    recipients = desk.settings.staff.notify
+    recipients = list(to) if to is not None else staff_recipients(desk, request)
     if not recipients:
         return None
     held = _staff_notice_cap(session, desk, template)
     row = queue_message(session, desk, template=template, to=recipients, context=context,
                         client=client, request=request, lang=desk.settings.language,
-                        thread=thread, held=held)
+                        thread=thread, attachments=attachments, held=held)
     if held and _first_held_this_hour(session, desk, row):
         queue_message(session, desk, template="staff/notices_held", to=recipients,
                       context={"kind": template, "limit": desk.settings.policy

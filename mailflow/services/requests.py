@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from mailflow.core.billing import order_amounts
 from mailflow.core.quotes import earliest_due, expiring_before, last_valid_day, shortfall
 from mailflow.core.states import Action, Status, next_status
 from mailflow.desk import Desk
@@ -24,7 +27,14 @@ from mailflow.services import bounds
 from mailflow.services import credits as ledger
 from mailflow.services.clients import client_emails
 from mailflow.services.low_balance import check_low_balance
-from mailflow.services.outbox import notify_staff, price_context, queue_message, quote_context
+from mailflow.services.outbox import (
+    add_participants,
+    notice_files,
+    notify_staff,
+    price_context,
+    queue_message,
+    quote_context,
+)
 
 STAFF = "staff"
 
@@ -92,8 +102,14 @@ def similar_tasks(desk: Desk, subject: str, text: str, lang: str) -> list[dict]:
 
 def create_request(session: Session, desk: Desk, *, client: Client, requester: str,
                    subject: str, text: str = "", actor: str = STAFF,
-                   inbound_message_id: str | None = None, auto: bool = False) -> Request:
-    """A new ticket, its acknowledgement to the requester and a note to staff."""
+                   inbound_message_id: str | None = None, auto: bool = False,
+                   attachments: Sequence[Any] = (), participants: Sequence[str] = ()
+                   ) -> Request:
+    """A new ticket, its acknowledgement to the requester and a note to staff.
+
+    `attachments`: the files that came with it (parsed), listed in the staff
+    notice and attached to it; `participants`: the addresses on its mail (the
+    client's among them are copied on answers)."""
     subject = " ".join(subject.split()) or "(no subject)"
     now = desk.now()
     first = session.exec(select(func.min(Request.id))
@@ -102,6 +118,7 @@ def create_request(session: Session, desk: Desk, *, client: Client, requester: s
                       text=text, status=Status.RECEIVED, created_at=now, updated_at=now)
     session.add(request)
     session.flush()
+    add_participants(session, request, participants, desk.settings.mailbox.address)
     # A new request has no thread yet but the message that opened it.
     queue_message(session, desk, template="client/ack", to=[request.requester],
                   client=client, request=request, auto=auto, in_reply_to=inbound_message_id,
@@ -110,8 +127,10 @@ def create_request(session: Session, desk: Desk, *, client: Client, requester: s
                            if first is None else [],
                            "first_request": desk.tag(first) if first is not None else None,
                            "similar": similar_tasks(desk, subject, text, client.lang)})
+    listing, files = notice_files(desk, attachments)
     notify_staff(session, desk, template="staff/new_request", client=client, request=request,
-                 context={"from_addr": request.requester, "text": text}, thread=False)
+                 context={"from_addr": request.requester, "text": text,
+                          "attachments": listing}, thread=False, attachments=files)
     return request
 
 
@@ -158,8 +177,14 @@ def quote_terms(session: Session, desk: Desk, client: Client, quote: Quote) -> d
                       allotment_credits=allotment.credits if allotment else None)
     short_context = None
     if short is not None:
+        billing = desk.settings.billing
+        amounts = order_amounts(short.credits, unit_price_yen=price["yen"],
+                                tax_rate=billing.tax_rate,
+                                price_includes_tax=billing.price_includes_tax,
+                                rounding=billing.rounding)
         short_context = {
             "credits": short.credits, "yen": short.credits * price["yen"],
+            "yen_incl_tax": amounts.total_yen,
             "buy_by_mail": price["buy_by_mail"],
             "allotment": ({"at": short.allotment_at, "credits": short.allotment_credits,
                            "in_time": short.allotment_at < quote.valid_until}
@@ -396,8 +421,12 @@ def request_thread(session: Session, request_id: int) -> list[dict]:
              "subject": m.subject, "message_id": m.message_id,
              "kind": m.classification} for m in inbound]
     rows += [{"direction": "out", "at": m.created_at, "from": None, "to": m.to_addrs,
-              "subject": m.subject, "message_id": m.message_id, "kind": m.template,
-              "status": m.status.value if hasattr(m.status, "value") else m.status}
+              "cc": m.cc_addrs, "subject": m.subject, "message_id": m.message_id,
+              "kind": m.template,
+              "status": m.status.value if hasattr(m.status, "value") else m.status,
+              "attachments": [a.filename for a in m.attachments],
+              # What staff wrote to the client (`reply`) is shown as written.
+              "text": m.body_text if m.template == "client/reply" else None}
              for m in outbound]
     return sorted(rows, key=lambda row: row["at"])
 

@@ -20,6 +20,8 @@ from mailflow.core.billing import (
     due_date,
     format_invoice_number,
     invoice_amounts,
+    order_amounts,
+    order_quantity,
     parse_invoice_number,
     percent,
     registration_problem,
@@ -279,3 +281,34 @@ def test_check_order(quantity, credits, problem):
 
 def test_over_limit_message_names_the_limit():
     assert "at most 20 credits" in check_order("21", max_credits=20).message
+
+
+ORDER_QUANTITIES = [
+    # (id, count, count_text, quantity, credits, problem): the reply reader's
+    # reading of `BUY n` → what check_order decides
+    ("digits", 5, "5", 5, 5, None),
+    ("kanji", 5, "五", 5, 5, None),
+    ("word", 5, "five", 5, 5, None),
+    ("zero", 0, "0", 0, None, OrderProblem.NOT_POSITIVE),
+    ("negative", -1, "-1", -1, None, OrderProblem.NOT_POSITIVE),
+    ("fraction", None, "1.5", "1.5", None, OrderProblem.NOT_WHOLE),
+    ("whole-fraction", None, "2.0", "2.0", 2, None),
+    ("over-limit", 101, "101", 101, None, OrderProblem.OVER_LIMIT),
+    ("no-count", None, None, "", None, OrderProblem.NOT_A_NUMBER),
+]
+
+
+@pytest.mark.parametrize(("count", "count_text", "quantity", "credits", "problem"),
+                         [c[1:] for c in ORDER_QUANTITIES], ids=[c[0] for c in ORDER_QUANTITIES])
+def test_a_buy_reading_maps_to_an_order(count, count_text, quantity, credits, problem):
+    assert order_quantity(count, count_text) == quantity
+    checked = check_order(order_quantity(count, count_text), max_credits=100)
+    assert (checked.credits, checked.problem) == (credits, problem)
+
+
+@pytest.mark.parametrize(("includes", "credits", "total", "tax"),
+                         [(False, 2, 17600, 1600), (True, 2, 16000, 1454), (False, 3, 26400, 2400)])
+def test_order_amounts_state_the_tax_inclusive_total(includes, credits, total, tax):
+    amounts = order_amounts(credits, unit_price_yen=8000, tax_rate=Decimal("0.10"),
+                            price_includes_tax=includes)
+    assert (amounts.total_yen, amounts.tax_yen) == (total, tax)

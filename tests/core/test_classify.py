@@ -18,7 +18,7 @@ from mailflow.core.keywords import Command
 from mailflow.core.states import Status
 
 ACME, BETA = 1, 2
-A, R = Command.APPROVE, Command.REJECT
+A, R, B = Command.APPROVE, Command.REJECT, Command.BUY
 
 # A reply from Acme to its own quoted request, allowed to answer, quoting the quote.
 LINKED = dict(sender_client_id=ACME, request_id=7, request_client_id=ACME,
@@ -45,6 +45,26 @@ DECISIONS = [
     ("unknown-sender-on-linked-request", linked(sender_client_id=None, command=A),
      Verdict.UNKNOWN_SENDER, None),
     ("new-request", Facts(sender_client_id=ACME), Verdict.NEW_REQUEST, None),
+    # Staff by mail (§3 rule 8).
+    ("staff-member-on-a-request", Facts(staff_sender=True, request_id=7,
+                                        replies_to_staff_notice=True), Verdict.STAFF_MAIL, None),
+    ("staff-member-commands", Facts(staff_sender=True, request_id=7, staff_commands=True),
+     Verdict.STAFF_MAIL, None),
+    ("staff-member-unlinked-is-held", Facts(staff_sender=True, staff_commands=True),
+     Verdict.UNKNOWN_SENDER, None),
+    ("forged-staff-member", Facts(staff_sender=True, request_id=7, dmarc_failed=True),
+     Verdict.FORGED, None),
+    ("automatic-reply-of-a-staff-member", Facts(staff_sender=True, request_id=7,
+                                                automatic="Auto-Submitted: auto-replied"),
+     Verdict.AUTOMATIC, None),
+    ("stranger-replies-to-staff-notice", Facts(request_id=7, replies_to_staff_notice=True),
+     Verdict.STAFF_REFUSED, None),
+    ("client-replies-to-staff-notice", linked(replies_to_staff_notice=True),
+     Verdict.STAFF_REFUSED, None),
+    ("client-writes-staff-commands", linked(staff_commands=True, command=None),
+     Verdict.STAFF_REFUSED, None),
+    ("client-new-mail-with-staff-commands", Facts(sender_client_id=ACME, staff_commands=True),
+     Verdict.STAFF_REFUSED, None),
     ("unlinked-balance", Facts(sender_client_id=ACME, command=Command.BALANCE),
      Verdict.BALANCE, None),
     ("unlinked-approve-is-a-new-request", Facts(sender_client_id=ACME, command=A),
@@ -132,6 +152,36 @@ DECISIONS = [
     ("spam-is-held", Facts(spam=True, sender_client_id=ACME), Verdict.SPAM, None),
     ("spam-approve-is-held", linked(spam=True, command=A), Verdict.SPAM, None),
     ("spam-list-mail-is-spam", Facts(spam=True, list_mail=True), Verdict.SPAM, None),
+    ("relayed-buy-orders-nothing", linked(list_mail=True, relayed=True, command=B,
+                                          buy_count=5), Verdict.COMMENT, None),
+    # BUY n: an order for the sender's own client, in new mail or in any reply.
+    ("unlinked-buy", Facts(sender_client_id=ACME, command=B, buy_count=5), Verdict.BUY, None),
+    ("buy-in-a-reply-to-a-quote-approves-nothing", linked(command=B, buy_count=5),
+     Verdict.BUY, None),
+    ("buy-zero-is-still-an-order-to-refuse", Facts(sender_client_id=ACME, command=B,
+                                                   buy_count=0), Verdict.BUY, None),
+    ("buy-fraction-is-still-an-order-to-refuse",
+     Facts(sender_client_id=ACME, command=B, buy_count_text="1.5"), Verdict.BUY, None),
+    ("buy-from-a-colleague-not-allowed-to-answer",
+     linked(command=B, buy_count=5, sender_may_answer=False), Verdict.BUY, None),
+    ("buy-by-another-client-on-a-linked-request-is-their-own-order",
+     linked(command=B, buy_count=5, sender_client_id=BETA), Verdict.BUY, None),
+    ("buy-on-an-approved-request", linked(command=B, buy_count=2,
+                                          request_status=Status.APPROVED), Verdict.BUY, None),
+    ("unknown-sender-buy-is-held", Facts(command=B, buy_count=5), Verdict.UNKNOWN_SENDER,
+     None),
+    ("dmarc-fail-buy-issues-no-invoice",
+     Facts(sender_client_id=ACME, command=B, buy_count=5, dmarc_failed=True),
+     Verdict.FORGED, None),
+    ("automatic-buy-is-ignored", Facts(sender_client_id=ACME, command=B, buy_count=5,
+                                       automatic="X-Autoreply"), Verdict.AUTOMATIC, None),
+    ("unclear-buy-is-asked-about", Facts(sender_client_id=ACME, buy_unclear=True),
+     Verdict.ASK_BUY, None),
+    ("unclear-buy-in-a-reply-to-a-quote", linked(buy_unclear=True), Verdict.ASK_BUY, None),
+    ("unclear-buy-from-a-stranger-is-held", Facts(buy_unclear=True),
+     Verdict.UNKNOWN_SENDER, None),
+    ("dmarc-fail-unclear-buy", Facts(sender_client_id=ACME, buy_unclear=True,
+                                     dmarc_failed=True), Verdict.FORGED, None),
 ]
 
 

@@ -250,6 +250,45 @@ def test_unclear_purchase_is_not_a_command(text):
     assert read_reply(text, SUBJECT).command is None
 
 
+UNCLEAR_BUYS = [
+    # (id, text, buy_unclear): unclear purchases; asked about only when alone
+    ("question", "Can we buy 5 credits?", True),
+    ("conditional", "If needed, we'll buy 5 credits.", True),
+    ("two-counts", "BUY 3\nBUY 5", True),
+    ("ja-question", "購入できますか？", True),
+    ("ja-maybe", "5クレジット購入するかもしれません", True),
+    ("with-a-request", "Please update the banner on the top page. Can we buy 5 credits?",
+     False),
+    ("ja-with-a-request", "トップページのバナーを差し替えてください。5クレジット購入できますか？",
+     False),
+]
+
+
+@pytest.mark.parametrize(("text", "unclear"), [c[1:] for c in UNCLEAR_BUYS],
+                         ids=ids(UNCLEAR_BUYS))
+def test_unclear_purchase_alone_is_asked_about(text, unclear):
+    reading = read_reply(text, SUBJECT)
+    assert reading.command is None, reading.reasons
+    assert reading.buy_unclear is unclear, reading.reasons
+
+
+@pytest.mark.parametrize("text", ["BUY 5", "APPROVE", "Thanks for the update.", "残高",
+                                  "BUY 3\nAPPROVE"])
+def test_clear_readings_are_not_unclear_purchases(text):
+    assert read_reply(text, SUBJECT).buy_unclear is False
+
+
+@pytest.mark.parametrize(("text", "more"), [
+    ("BUY 5", False), ("Hi,\n\nBUY 5\n\nThanks,\nHanako", False),
+    ("お世話になっております。\n5クレジット購入します。\nよろしくお願いいたします。", False),
+    ("BUY 5\nAlso, could you update the footer?", True),
+    ("5クレジット購入します。あわせてフッターの修正もお願いできますか？", True),
+], ids=["alone", "with-courtesy", "ja-with-courtesy", "with-a-request", "ja-with-a-request"])
+def test_an_order_says_whether_the_text_says_more(text, more):
+    reading = read_reply(text, SUBJECT)
+    assert reading.command is Y and reading.more_text is more, reading.reasons
+
+
 def test_decision_and_purchase_together_are_ambiguous():
     assert read_reply("BUY 3\nAPPROVE", SUBJECT).command is Q
 

@@ -49,6 +49,10 @@ QUOTE = {
     "credits": 2, "due": date(2026, 4, 10), "note": "Includes one round of changes.",
     "valid_until": date(2026, 4, 9), "token": "q7hk2mzpa4nbd6xw3ryc5teuvi",
 }
+ATTACHMENTS = [
+    {"name": "logo.png", "type": "image/png", "size": 48_213, "attached": True},
+    {"name": "brief.pdf", "type": "application/pdf", "size": 31_457_280, "attached": False},
+]
 BASE = {
     "client": {"name": "Sakura Foods", "lang": "en"},
     "support": {"address": "support@agency.example", "display_name": "Agency Support"},
@@ -64,7 +68,8 @@ CATALOG = [
 SIMILAR = [{"title": "Add or replace images or banners (up to 3)", "credits": 1}]
 TERMS = {"price": PRICE, "yen": 16000, "shortfall": None, "expiring": []}
 SHORT_QUOTE = {**QUOTE, "credits": 9}
-SHORTFALL = {"credits": 2, "yen": 16000, "buy_by_mail": False, "waiting_covers": True,
+SHORTFALL = {"credits": 2, "yen": 16000, "yen_incl_tax": 17600, "buy_by_mail": True,
+             "waiting_covers": True,
              "allotment": {"at": tokyo_midnight(2026, 4, 8), "credits": 5, "in_time": True}}
 ALLOTMENT_LATE = {"at": tokyo_midnight(2026, 5, 1), "credits": 5, "in_time": False}
 STATEMENT = [
@@ -114,6 +119,8 @@ DIGEST = {
     "spent": 3,
     "expiring_soon": [{"credits": 3, "expires_at": tokyo_midnight(2026, 4, 11)}],
     "warning_days": 14,
+    "unpaid": [{"number": "INV-2026-0007", "credits": 5, "total_yen": 44000,
+                "issued_on": date(2026, 3, 27), "due": date(2026, 4, 26)}],
     "chart": {
         "expiry": [{"month": date(2026, 4, 1), "credits": 3}],
         "usage": [{"month": date(2025, 10 + i, 1) if i < 3 else date(2026, i - 2, 1),
@@ -224,20 +231,50 @@ SAMPLES: list[Sample] = [
     Sample("client/payment_received", {"invoice": INVOICE, "billing": BILLING}),
     *[Sample("client/order_refused", {"order": {"text": text, "problem": problem,
                                                 "max_credits": 100},
-                                      "price": {"unit_yen": 8000, "includes_tax": False}},
+                                      "price": {"unit_yen": 8000, "includes_tax": False,
+                                                "unit_yen_incl_tax": 8800}},
              problem.replace("_", "-"))
       for text, problem in (("1.5", "not_whole"), ("0", "not_positive"),
                             ("500", "over_limit"))],
+    Sample("client/reply", {"request": REQUEST, "files": [],
+                            "text": "The new banner is on the staging site:\n"
+                                    "https://staging.client.example/\n\n"
+                                    "Does it look right?\n\nSato"}),
+    Sample("client/reply", {"request": REQUEST, "files": ["mockup.png", "notes.pdf"],
+                            "text": "Two mock-ups are attached; which one do you prefer?"},
+           "files"),
+    Sample("client/order_unclear", {"order": {"text": "5", "credits": 5}, "price": {
+        "unit_yen": 8000, "includes_tax": False, "unit_yen_incl_tax": 8800}}),
+    Sample("client/order_unclear", {"order": {"text": None, "credits": None}, "price": {
+        "unit_yen": 8000, "includes_tax": False, "unit_yen_incl_tax": 8800}}, "no-count"),
     # -- staff -------------------------------------------------------------------------
     Sample("staff/new_request", {"request": REQUEST, "from_addr": "hanako@client.example",
                                  "text": "Please swap the banner on the top page."}),
+    Sample("staff/new_request", {"request": REQUEST, "from_addr": "hanako@client.example",
+                                 "text": "Please swap the banner on the top page.",
+                                 "attachments": ATTACHMENTS}, "attachments"),
     Sample("staff/comment", {"request": REQUEST, "from_addr": "hanako@client.example",
                              "text": "Could you also fix the footer?"}),
+    Sample("staff/command_result", {"request": REQUEST, "problem": None, "done": [
+        {"what": "quoted", "credits": 2, "due": date(2026, 4, 10)}, {"what": "note"},
+        {"what": "assigned", "owner": "Tanaka"},
+        {"what": "sent", "to": "hanako@client.example", "cc": "taro@client.example",
+         "files": 1}]}),
+    Sample("staff/command_result", {"request": REQUEST, "problem": None,
+                                    "done": [{"what": "completed"}]}, "completed"),
+    Sample("staff/command_result", {"request": REQUEST, "done": [],
+                                    "problem": "'QUOTE 2 DUE 4/31': '4/31' is not a date:"
+                                               " no such day"}, "error"),
+    Sample("staff/comment", {"request": REQUEST, "from_addr": "hanako@client.example",
+                             "text": "Here is the new logo.",
+                             "attachments": ATTACHMENTS[:1]}, "attachments"),
     *[Sample("staff/held", {"from_addr": "stranger@elsewhere.example", "subject": "Hello",
                             "reason": reason, "kind": kind, **NO_CLIENT}, variant)
       for kind, reason, variant in (
           ("unknown_sender", "unknown sender", ""),
           ("forged", "DMARC check failed: the sender address is forged", "forged"),
+          ("staff_command", "staff command 'COMPLETE' from stranger@elsewhere.example, not"
+           " in staff.members: nothing done", "staff_command"),
           ("oversize", "30.0 MB, over policy.max_message_mb (25)", "oversize"),
           ("list", "list or group mail on behalf of no client", "list"),
           ("spam", "our spam filter's verdict (X-Spam-Flag: YES)", "spam"))],
@@ -270,6 +307,8 @@ SAMPLES: list[Sample] = [
                                    "reason": "mailbox.imap: the OAuth2 sign-in was refused "
                                              "(invalid_grant)", **NO_CLIENT}),
     Sample("staff/invoice_issued", {"invoice": ISSUED, "billing": BILLING}),
+    Sample("staff/invoice_issued", {"invoice": ISSUED, "billing": BILLING, "note":
+                                    "BUY 5\nAlso, could you update the footer?"}, "note"),
     Sample("staff/invoice_paid", {"invoice": INVOICE, "billing": BILLING, "by": "Sato"}),
     Sample("staff/invoice_void", {"invoice": {**ISSUED, "status": "void",
                                               "void_reason": "ordered twice",

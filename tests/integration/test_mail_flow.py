@@ -3,6 +3,7 @@ and the database on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import email
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from mailflow.core.ledger import EntryKind, LotKind
 from mailflow.core.states import Status
 from mailflow.db import transaction
 from mailflow.desk import Desk
-from mailflow.models import Entry, Inbound, InboundStatus, Request
+from mailflow.models import Entry, Inbound, InboundStatus, Invoice, Request
 from mailflow.poller import Poller
 from mailflow.sender import send_due
 from mailflow.services import clients, credits
@@ -272,3 +273,31 @@ def test_first_connection_answers_none_of_the_existing_mail(world):
         assert len(session.exec(select(Request)).all()) == 1
         assert session.exec(select(Inbound).where(Inbound.subject == "old history")).one() \
             .classification.startswith("history:")
+
+
+def test_buy_by_mail_answers_with_the_invoice_pdf_once(world):
+    """An order through IMAP and SMTP: the invoice mail carries the PDF; the same
+    order delivered again (a new UID, the same Message-ID) makes nothing more."""
+    order = mail(sender="a@acme.example", subject="Credits", body="BUY 3\n\nThanks")
+    world.deliver(order)
+    world.poll()
+    world.deliver(order)
+    world.poll()
+    world.deliver(japanese_request("x@beta.example", "追加購入", "購入 2"))
+    world.poll()
+
+    (invoice_mail,) = [m for m in world.sent_to("a@acme.example")
+                       if m["X-Mailflow-Template"] == "client/invoice"]
+    assert "INV-2026-0001" in invoice_mail["Subject"]
+    assert invoice_mail["In-Reply-To"] == email.message_from_bytes(order)["Message-ID"]
+    (pdf,) = list(invoice_mail.iter_attachments())
+    assert pdf.get_filename() == "INV-2026-0001.pdf"
+    assert pdf.get_content().startswith(b"%PDF")
+    assert "26,400 yen (incl. tax)" in body_of(invoice_mail)
+    (ja_mail,) = [m for m in world.sent_to("x@beta.example")
+                  if m["X-Mailflow-Template"] == "client/invoice"]
+    assert "INV-2026-0002" in ja_mail["Subject"] and "17,600円（税込）" in body_of(ja_mail)
+    assert len([m for m in world.sent_to("staff@agency.example")
+                if m["X-Mailflow-Template"] == "staff/invoice_issued"]) == 2
+    with transaction(world.engine) as session:
+        assert len(session.exec(select(Invoice)).all()) == 2
