@@ -36,10 +36,10 @@ class Verdict(StrEnum):
     ALREADY_DECIDED = "already_decided"  # the other answer came first: say so
     QUOTE_EXPIRED = "quote_expired"
     UNKNOWN_SENDER = "unknown_sender"
-    LIST_HELD = "list_held"              # list or group mail on behalf of no client: held
-    SPAM = "spam"                        # our spam filter's verdict (policy.spam_header): held
     STAFF_MAIL = "staff_mail"            # a staff member on a request: to the client, commands
     STAFF_REFUSED = "staff_refused"      # staff commands or a notice's reply from a non-member
+    LIST_HELD = "list_held"              # list or group mail on behalf of no client: held
+    SPAM = "spam"                        # our spam filter's verdict (policy.spam_header): held
 
 
 class Reason(StrEnum):
@@ -71,12 +71,12 @@ class Facts:
     quote_expired: bool = False
     dmarc_failed: bool = False
     require_quote_reference: bool = True
-    list_mail: bool = False                 # list or group mail (DESIGN §3 rule 2)
-    relayed: bool = False                   # ... whose From is the list, not the client
-    spam: bool = False                      # policy.spam_header says spam
     staff_sender: bool = False              # the From is a staff.members address
     replies_to_staff_notice: bool = False   # it names one of our staff notices
     staff_commands: bool = False            # its new text has staff command lines
+    list_mail: bool = False                 # list or group mail (DESIGN §3 rule 2)
+    relayed: bool = False                   # ... whose From is the list, not the client
+    spam: bool = False                      # policy.spam_header says spam
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,9 @@ def rule_buy(f: Facts) -> Decision | None:
     request: an order for the sender's own client (an invoice, or a refusal
     that says why). It never answers a quote: a BUY in a reply to a quote
     approves nothing.  A purchase that is all the message says but is not a
-    clear order (a question, a condition, two counts) is asked about."""
-    if f.sender_client_id is None or f.relayed:  # a list's relay orders nothing
+    clear order (a question, a condition, two counts) is asked about.  An order
+    relayed by a list is no order: nobody vouches that the client sent it."""
+    if f.sender_client_id is None or f.relayed:
         return None
     if f.command is Command.BUY:
         return Decision(Verdict.BUY)

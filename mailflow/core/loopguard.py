@@ -16,8 +16,7 @@ rule over what the last hour (or day) of its mail looked like:
   that fast; responders do).
 
 Answers that follow a change the client asked for (the approval or rejection
-confirmation, the invoice for a `BUY n`) are never suppressed: they happen once
-per decision or order and cannot loop.
+confirmation) are never suppressed: they happen once per quote and cannot loop.
 
 Pure: takes what the adapter found, returns a reason or None.
 """
@@ -31,10 +30,10 @@ from datetime import datetime, timedelta
 
 #: Quicker than this after our mail to them, an answer is a machine's.
 FAST_ANSWER = timedelta(seconds=20)
-#: Answers that confirm a decision (once per quote) or answer a person's explicit
-#: order (`BUY n`: the invoice, or why there is none): never capped.
-NEVER_SUPPRESSED = frozenset({"client/approved", "client/rejected", "client/invoice",
-                              "client/order_refused"})
+#: Answers that confirm a decision (once per quote) or answer an order (`BUY n`):
+#: never capped.
+NEVER_SUPPRESSED = frozenset({"client/approved", "client/rejected",
+                              "client/invoice", "client/order_refused"})
 
 
 @dataclass(frozen=True)

@@ -542,6 +542,8 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
                       + ", ".join(repr(line) for line in lines[:3]) if lines
                       else "a reply to a staff notice")
             reason += f" from {msg.from_addr or '(none)'}, not in staff.members: nothing done"
+            # From our own staff.notify address (a responder answering our
+            # notice) it is recorded without a new notice: that would loop (9.3).
             return InboundStatus.HELD, reason + _hold(session, desk, ctx, reason,
                                                       kind="staff_command")
         case Verdict.LIST_HELD:
@@ -555,6 +557,10 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
     if ctx.relayed_by:
         return InboundStatus.PROCESSED, f"list mail relayed by {ctx.relayed_by}"
     return InboundStatus.PROCESSED, None
+
+
+def _addresses(msg: InboundMessage) -> list[str]:
+    return [a for a in (msg.from_addr, *msg.to, *msg.cc) if a]
 
 
 def _comment(session: Session, desk: Desk, ctx: Context, decision: Decision) -> str | None:
@@ -585,10 +591,6 @@ def _comment(session: Session, desk: Desk, ctx: Context, decision: Decision) -> 
                  context={"from_addr": msg.from_addr, "text": ctx.new_text or msg.text,
                           "attachments": listing})
     return "; ".join(notes) or None
-
-
-def _addresses(msg: InboundMessage) -> list[str]:
-    return [a for a in (msg.from_addr, *msg.to, *msg.cc) if a]
 
 
 # Mail no human wrote is recorded and ignored, whatever its size.

@@ -204,7 +204,6 @@ def add_participants(session: Session, request: Request, addresses: Iterable[str
         session.add(request)
 
 
-
 # --- the loop guard (DESIGN §3 rule 10) ---------------------------------------------
 
 def suspect_loop(session: Session, address: str, reason: str) -> None:

@@ -1,7 +1,7 @@
 """client_mail_state: the period of each client's last digest, and the low-balance notice
 
 Revision ID: 0008_mails
-Revises: 0001
+Revises: 0003_billing
 """
 from alembic import op
 import sqlalchemy as sa
