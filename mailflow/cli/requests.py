@@ -162,7 +162,7 @@ def show(app: App, request_id: int, raw_number: int | None, as_json: bool) -> No
     """One request: owner, due date, thread, attachments, notes and ledger effects.
 
     \b
-    mailflow show 12            # the request, its thread (# column) and ledger
+    mailflow show 12            # the request, its thread (# column), notes and ledger
     mailflow show 12 --raw 3    # message 3 of the thread, as it arrived
     """
     from mailflow.services import requests as request_service

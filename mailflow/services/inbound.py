@@ -545,6 +545,8 @@ def act(session: Session, desk: Desk, decision: Decision, ctx: Context) -> tuple
                       + ", ".join(repr(line) for line in lines[:3]) if lines
                       else "a reply to a staff notice")
             reason += f" from {msg.from_addr or '(none)'}, not in staff.members: nothing done"
+            # From our own staff.notify address (a responder answering our
+            # notice) it is recorded without a new notice: that would loop (9.3).
             return InboundStatus.HELD, reason + _hold(session, desk, ctx, reason,
                                                       kind="staff_command")
         case Verdict.LIST_HELD:
