@@ -207,7 +207,8 @@ class Outbox(SQLModel, table=True):
     """An outgoing message, written in the transaction of the change that caused it."""
 
     __table_args__ = (sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
-                      sa.Index("ix_outbox_to_created", "to_addrs", "created_at"))
+                      sa.Index("ix_outbox_to_created", "to_addrs", "created_at"),
+                      sa.Index("ix_outbox_template_created", "template", "created_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(max_length=255, sa_column_kwargs={"unique": True})
