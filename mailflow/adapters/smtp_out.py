@@ -78,6 +78,16 @@ def _reply_error(stage: str, code: int, reply: bytes | str, *,
                 refused=refused, scope=scope)
 
 
+def _refused_error(refused: dict[str, tuple[int, str]]) -> SendError:
+    """Some recipients were refused, so nothing was sent: permanent if any refusal was."""
+    permanent = any(c >= 500 for c, _ in refused.values())
+    kind = PermanentSendError if permanent else TemporarySendError
+    first_code = next(iter(refused.values()))[0]
+    listing = "; ".join(f"{a}: {c} {r}" for a, (c, r) in refused.items())
+    return kind(f"SMTP recipients refused (nothing sent): {listing}",
+                code=first_code, refused=refused)
+
+
 #: Characters IDNA 2003 (the standard library's codec) maps to other letters
 #: where IDNA 2008 keeps them (`straße` would become `strasse`: another domain).
 _IDNA_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")
@@ -397,12 +407,7 @@ class SmtpConnection:
                     refused[recipient] = (code, _text(reply))
             if refused:
                 self._reset()
-                permanent = any(c >= 500 for c, _ in refused.values())
-                kind = PermanentSendError if permanent else TemporarySendError
-                first_code = next(iter(refused.values()))[0]
-                listing = "; ".join(f"{a}: {c} {r}" for a, (c, r) in refused.items())
-                raise kind(f"SMTP recipients refused (nothing sent): {listing}",
-                           code=first_code, refused=refused)
+                raise _refused_error(refused)
 
             code, reply = smtp.data(data)
             if code != 250:
@@ -458,12 +463,7 @@ class SmtpConnection:
             if mail[0] != 250:
                 raise _reply_error("MAIL FROM", *mail)
             if refused:
-                permanent = any(c >= 500 for c, _ in refused.values())
-                kind = PermanentSendError if permanent else TemporarySendError
-                first_code = next(iter(refused.values()))[0]
-                listing = "; ".join(f"{a}: {c} {r}" for a, (c, r) in refused.items())
-                raise kind(f"SMTP recipients refused (nothing sent): {listing}",
-                           code=first_code, refused=refused)
+                raise _refused_error(refused)
             raise _reply_error("DATA", data_code, data_reply)
         quoted = re.sub(rb"(?m)^\.", b"..", data)
         if not quoted.endswith(b"\r\n"):
