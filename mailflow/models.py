@@ -170,8 +170,11 @@ class Quote(SQLModel, table=True):
 class Inbound(SQLModel, table=True):
     """Every message that reached us, with what was made of it: the processed-marker."""
 
+    # ix_inbound_from_received: a correspondent's last hour, newest first (the
+    # loop guard), is a range of it; it serves lookups by address alone too.
     __table_args__ = (
         sa.UniqueConstraint("mailbox", "uidvalidity", "uid", name="uq_inbound_uid"),
+        sa.Index("ix_inbound_from_received", "from_addr", "received_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -180,7 +183,7 @@ class Inbound(SQLModel, table=True):
     mailbox: str | None = Field(default=None, max_length=200)
     uidvalidity: int | None = Field(default=None, sa_type=sa.BigInteger)
     uid: int | None = Field(default=None, sa_type=sa.BigInteger)
-    from_addr: str | None = Field(default=None, max_length=320, index=True)
+    from_addr: str | None = Field(default=None, max_length=320)
     subject: str = ""
     text: str = ""
     status: InboundStatus = Field(default=InboundStatus.PROCESSED, sa_type=sa.String(10))
@@ -192,6 +195,9 @@ class Inbound(SQLModel, table=True):
     # core.message.content_digest: tells a different message that reuses a
     # Message-ID from the same message delivered again (null before 0010).
     digest: str | None = Field(default=None, max_length=64)
+    # core.loopguard.text_digest of `text` as stored: the loop guard compares
+    # a correspondent's recent texts without reading them (null before 0013).
+    text_digest: str | None = Field(default=None, max_length=64)
 
 
 class Attachment(SQLModel, table=True):
@@ -208,7 +214,8 @@ class Outbox(SQLModel, table=True):
 
     __table_args__ = (sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),
                       sa.Index("ix_outbox_to_created", "to_addrs", "created_at"),
-                      sa.Index("ix_outbox_template_created", "template", "created_at"))
+                      sa.Index("ix_outbox_template_created", "template", "created_at"),
+                      sa.Index("ix_outbox_to_sent", "to_addrs", "sent_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(max_length=255, sa_column_kwargs={"unique": True})

@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlmodel import Session, select
 
 from mailflow.core.authres import forbids_action
@@ -299,21 +299,30 @@ _TEXT_COMPARED = 20_000  # characters of each text compared
 
 
 def correspondent(session: Session, desk: Desk, ctx: Context) -> Correspondent:
-    """What the last hour of a correspondent's mail looked like (core.loopguard)."""
+    """What the last hour of a correspondent's mail looked like (core.loopguard).
+
+    Reads the digests stored with each message (`Inbound.text_digest`), not the
+    texts: a backlog from one sender costs the same per message as a quiet day."""
     msg = ctx.msg
-    rows = session.exec(select(Inbound.classification, Inbound.subject,
-                               func.substr(Inbound.text, 1, _TEXT_COMPARED))
+    stored_digest = case((Inbound.text_digest.is_(None),  # recorded before 0013
+                             func.substr(Inbound.text, 1, _TEXT_COMPARED)), else_=None)
+    rows = session.exec(select(Inbound.classification, Inbound.subject, Inbound.text_digest,
+                               stored_digest)
                         .where(Inbound.from_addr == msg.from_addr,
                                Inbound.received_at >= desk.now() - timedelta(hours=1))
-                        .order_by(Inbound.id.desc()).limit(_RECENT)).all()
+                        .order_by(Inbound.received_at.desc()).limit(_RECENT)).all()
     # A comment is stored trimmed, anything else whole: the current message
     # matches an earlier one by either of its texts.
-    whole = text_digest(msg.text[:_TEXT_COMPARED])
-    trimmed = text_digest(ctx.new_text[:_TEXT_COMPARED])
-    earlier = [Seen(digest=trimmed if text_digest(text) == whole else text_digest(text),
-                    vacation_subject=vacation_subject(subject),
-                    automatic=classification in ("automatic", Verdict.LIST_HELD.value))
-               for classification, subject, text in rows]
+    whole = stored_text_digest(msg.text)
+    trimmed = stored_text_digest(ctx.new_text)
+    earlier = []
+    for classification, subject, digest, old_text in rows:
+        if digest is None and old_text is not None:
+            digest = stored_text_digest(old_text)
+        earlier.append(Seen(digest=trimmed if digest == whole else digest,
+                            vacation_subject=vacation_subject(subject),
+                            automatic=classification in ("automatic",
+                                                         Verdict.LIST_HELD.value)))
     ours = None
     if msg.date is not None:
         ours = session.exec(select(func.max(Outbox.sent_at)).where(
@@ -321,6 +330,11 @@ def correspondent(session: Session, desk: Desk, ctx: Context) -> Correspondent:
     current = Seen(digest=trimmed, automatic=ctx.list_mail,
                    vacation_subject=vacation_subject(msg.subject), written_at=msg.date)
     return Correspondent(current=current, earlier=earlier, our_last_mail_at=ours)
+
+
+def stored_text_digest(text: str) -> str | None:
+    """The loop guard's digest of a text as `Inbound.text_digest` keeps it."""
+    return text_digest(text[:_TEXT_COMPARED])
 
 
 def _staff_facts(session: Session, desk: Desk, msg: InboundMessage, new_text: str) -> dict:
@@ -648,6 +662,7 @@ def _marker(desk: Desk, rerun: Inbound | None, key: str, source: Source, msg: In
         values.update(mailbox=source.mailbox, uidvalidity=source.uidvalidity, uid=source.uid)
     values = {"from_addr": msg.from_addr, "subject": msg.subject[:1000], "text": msg.text,
               **values}
+    values["text_digest"] = stored_text_digest(values["text"])
     for name, value in values.items():
         setattr(row, name, value)
     return row

@@ -316,18 +316,29 @@ def notify_staff(session: Session, desk: Desk, *, template: str, context: Mappin
 
 
 def _staff_notice_cap(session: Session, desk: Desk, template: str) -> str | None:
+    """Why a staff notice of this kind is held back (the hourly cap), or None.
+
+    Counts once per kind and transaction, then in memory (a commit group of
+    messages asks the database once, as `over_autoreply_limit` does)."""
     limit = desk.settings.policy.staff_notice_limit_per_hour
     if limit is None or template == "staff/notices_held":
         return None
-    sent = session.exec(select(func.count()).select_from(Outbox).where(
-        Outbox.template == template, Outbox.status != OutboxStatus.SUPPRESSED,
-        Outbox.created_at >= desk.now() - timedelta(hours=1))).one()
-    if sent < limit:
-        return None
-    return f"staff notice cap: {limit} notices of this kind in the last hour"
+    counts = session.info.setdefault("staff_notices", {})
+    if template not in counts:
+        counts[template] = session.exec(select(func.count()).select_from(Outbox).where(
+            Outbox.template == template, Outbox.status != OutboxStatus.SUPPRESSED,
+            Outbox.created_at >= desk.now() - timedelta(hours=1))).one()
+    if counts[template] >= limit:
+        return f"staff notice cap: {limit} notices of this kind in the last hour"
+    counts[template] += 1
+    return None
 
 
 def _first_held_this_hour(session: Session, desk: Desk, row: Outbox) -> bool:
+    held = session.info.setdefault("staff_notices_held", set())
+    if row.template in held:
+        return False
+    held.add(row.template)
     earlier = session.exec(select(Outbox.id).where(
         Outbox.template == row.template, Outbox.status == OutboxStatus.SUPPRESSED,
         Outbox.id != row.id, Outbox.created_at >= desk.now() - timedelta(hours=1))).first()

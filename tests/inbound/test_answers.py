@@ -32,7 +32,7 @@ from mailflow.models import Inbound, InboundStatus, Outbox, OutboxStatus, Reques
 from mailflow.sender import build_email
 from mailflow.services import clients, credits
 from mailflow.services import requests as svc
-from mailflow.services.inbound import handle_message
+from mailflow.services.inbound import handle_message, stored_text_digest
 from mailflow.services.outbox import list_outbox
 
 CLIENT = "tanaka@acme.example"
@@ -389,3 +389,67 @@ def test_staff_responder_answering_our_notices_is_never_notified_again(engine, m
     with transaction(engine) as session:
         recorded = session.exec(select(Inbound).where(Inbound.from_addr == STAFF)).all()
     assert len(recorded) == 8 and all(r.status == InboundStatus.HELD for r in recorded)
+
+
+def test_staff_notice_cap_holds_within_one_commit_group(engine, make_desk):
+    """The cap is counted once per transaction, then in memory: twelve strangers
+    in one commit group give what twelve transactions give (5 sent, 7 held, one
+    summary), and one query for the count, not twelve."""
+    from mailflow.intake import receive_batch
+    from mailflow.services.inbound import Source
+
+    desk = make_desk(staff_notice_limit_per_hour=5)
+    items = [(Source("support@127.0.0.1:143/INBOX", 1, n),
+              make_mail(sender=f"stranger{n}@else.example", subject=f"Hi {n}"))
+             for n in range(1, 13)]
+    counted: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):
+        if "count(*)" in statement.lower() and "outbox.template" in statement:
+            counted.append(statement)
+
+    from sqlalchemy import event
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        outcomes = receive_batch(engine, desk, items)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert [o.verdict for o in outcomes] == ["unknown_sender"] * 12
+    held = outbox(engine, template="staff/held")
+    assert [r.status for r in held] == [OutboxStatus.PENDING] * 5 + [OutboxStatus.SUPPRESSED] * 7
+    assert len(outbox(engine, template="staff/notices_held")) == 1
+    assert len(counted) == 1
+
+
+def test_same_text_again_is_seen_in_mail_recorded_before_digests_were_kept(engine, make_desk,
+                                                                          clock):
+    """Rows from before migration 0013 have no text digest: their text is read."""
+    desk = make_desk(autoreply_limit_per_hour=1)
+    receive(engine, desk, make_mail(subject="Notice 1", body="I am away  until\nMonday."))
+    with transaction(engine) as session:
+        for row in session.exec(select(Inbound)):
+            assert row.text_digest is not None
+            row.text_digest = None
+            session.add(row)
+    clock.advance(minutes=1)
+    receive(engine, desk, make_mail(subject="Notice 2", body="I am away until Monday."))
+    assert [status for _, status in statuses_to(engine, CLIENT)] == \
+        [OutboxStatus.PENDING, OutboxStatus.SUPPRESSED]
+
+
+def test_a_comments_digest_is_of_its_trimmed_text(engine, make_desk, clock):
+    """The stored digest is of the stored text: a comment's trimmed text (the
+    quoted history differs from mail to mail; what the person wrote does not)."""
+    desk = make_desk(autoreply_limit_per_hour=1)
+    first = receive(engine, desk, make_mail(subject="Banner", body="Please replace it."))
+    ack = outbox(engine, template="client/ack")[0]
+    body = "Any news?\n\nOn Thu, Nov 26, 2026 support wrote:\n> We received your request."
+    for _ in range(2):
+        clock.advance(minutes=1)
+        outcome = receive(engine, desk, make_mail(subject="Re: Banner", body=body,
+                                                  in_reply_to=ack.message_id))
+        assert outcome.verdict == "comment" and outcome.request_id == first.request_id
+    with transaction(engine) as session:
+        comments = session.exec(select(Inbound).where(Inbound.classification == "comment")).all()
+    assert {row.text for row in comments} == {"Any news?"}
+    assert {row.text_digest for row in comments} == {stored_text_digest("Any news?")}

@@ -44,3 +44,33 @@ def test_migration_0010_adds_the_digest_column(empty_db_url):
     with engine.connect() as connection:
         assert "digest" in {c["name"] for c in sa.inspect(connection).get_columns("inbound")}
     engine.dispose()
+
+
+def test_migration_0013_keeps_text_digests_and_look_back_indexes(empty_db_url):
+    """0013_lookback adds inbound.text_digest and the look-back indexes, and
+    goes back down to 0012 cleanly."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from mailflow.db import alembic_config, create_db_engine, upgrade_schema
+
+    def shape():
+        with engine.connect() as connection:
+            inspector = sa.inspect(connection)
+            return ({c["name"] for c in inspector.get_columns("inbound")},
+                    {i["name"] for i in inspector.get_indexes("inbound")},
+                    {i["name"] for i in inspector.get_indexes("outbox")})
+
+    upgrade_schema(empty_db_url, "0012_outbox_template")
+    engine = create_db_engine(empty_db_url)
+    columns, inbound_ix, outbox_ix = shape()
+    assert "text_digest" not in columns and "ix_inbound_from_addr" in inbound_ix
+    upgrade_schema(empty_db_url)
+    columns, inbound_ix, outbox_ix = shape()
+    assert "text_digest" in columns
+    assert "ix_inbound_from_received" in inbound_ix and "ix_inbound_from_addr" not in inbound_ix
+    assert "ix_outbox_to_sent" in outbox_ix
+    command.downgrade(alembic_config(empty_db_url), "0012_outbox_template")
+    columns, inbound_ix, outbox_ix = shape()
+    assert "text_digest" not in columns and "ix_outbox_to_sent" not in outbox_ix
+    engine.dispose()
