@@ -19,6 +19,15 @@ a temporary directory (one client, two lots, three requests).
   and would slow down everything else on the machine), so this is not a
   cold-disk figure.
 
+Beside them, the **floor**: the same figures for `python -c pass` (the
+interpreter alone) and `python -c "import mailflow.models"` (SQLAlchemy,
+SQLModel, pydantic and our tables: what any command that opens the database
+must import), the latter also with `gc.freeze` at exit, as `mailflow` does
+(the interpreter's last garbage collection over all those objects is then
+skipped).  The last column is what a command costs over its floor (the bare
+interpreter for `--help`, the frozen models for the others), warm: settings,
+engine, query, table, click and rich, and whatever else we import.
+
 Wall time is measured around the process; CPU time (user + system of the
 child, from `getrusage`) is printed beside it because on a shared machine the
 wall time mostly measures the neighbours.  `--breakdown` runs each command
@@ -45,6 +54,17 @@ COMMANDS = {
     "balance CLIENT": ["balance", "Acme"],
     "show ID": ["show", "1"],
 }
+#: name → arguments to this Python
+FLOORS = {
+    "python -c pass": ["-c", "pass"],
+    "import mailflow.models": ["-c", "import mailflow.models"],
+    "import mailflow.models, frozen at exit": [
+        "-c", "import atexit, gc; atexit.register(gc.freeze); import mailflow.models"],
+}
+#: The floor a command is measured against: `--help` opens no database; the
+#: others are compared with the models frozen at exit, as `mailflow` freezes.
+FLOOR_OF = {name: "python -c pass" if name == "--help"
+            else "import mailflow.models, frozen at exit" for name in COMMANDS}
 PACKAGES = ("mailflow", "sqlalchemy", "sqlmodel", "pydantic", "pydantic_core", "alembic",
             "jinja2", "yaml", "rich", "click", "markupsafe", "typing_extensions")
 
@@ -117,19 +137,29 @@ def import_breakdown(argv: list[str], env: dict[str, str], cwd: Path) -> dict[st
     return totals
 
 
-def print_table(results: dict[str, dict], cold_runs: int, runs: int) -> None:
+def print_table(results: dict[str, dict], floors: dict[str, dict], cold_runs: int,
+                runs: int) -> None:
     print(f"\nStart-up of `mailflow` (median; warm of {runs} runs, cold of {cold_runs})"
           f" — load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
-    head = ("command", "cold wall", "cold CPU", "warm wall", "warm CPU", "warm min")
+    head = ("command", "cold wall", "cold CPU", "warm wall", "warm CPU", "warm min",
+            "warm over floor (wall / CPU)")
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join(" --- " for _ in head) + "|")
-    for name, result in results.items():
+    rows = [(f"`mailflow {name}`", result, floors[FLOOR_OF[name]])
+            for name, result in results.items()]
+    rows += [(f"floor: `{name}`", floor, None) for name, floor in floors.items()]
+    for label, result, floor in rows:
         cold, warm = result["cold"], result["warm"]
-        print(f"| `mailflow {name}` | {cold['wall']:.2f} s | {cold['cpu']:.2f} s"
-              f" | {warm['wall']:.2f} s | {warm['cpu']:.2f} s | {warm['wall_min']:.2f} s |")
+        over = (f"{warm['wall'] - floor['warm']['wall']:+.2f} s"
+                f" / {warm['cpu'] - floor['warm']['cpu']:+.2f} s" if floor else "")
+        print(f"| {label} | {cold['wall']:.2f} s | {cold['cpu']:.2f} s | {warm['wall']:.2f} s"
+              f" | {warm['cpu']:.2f} s | {warm['wall_min']:.2f} s | {over} |")
+    print("\nA command's floor: `python -c pass` for `--help`, `import mailflow.models`"
+          " frozen at exit for the others.")
 
 
 def print_breakdown(results: dict[str, dict]) -> None:
+    """One row per command (and floor) of `results`, each with its `imports`."""
     columns = [p for p in (*PACKAGES, "other")
                if any(r["imports"].get(p, 0) >= 0.005 for r in results.values())]
     print("\nImport time by package (seconds of each module's own import time, one warm run)\n")
@@ -154,25 +184,28 @@ def main() -> int:
            if not k.startswith(("MAILFLOW_", "PYTHONPYCACHE", "PYTHONDONTWRITE"))}
     env["COLUMNS"] = "100"
     results: dict[str, dict] = {}
+    floors: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="mailflow-startup-") as temp:
         directory = Path(temp)
         make_desk(directory, env, script)
-        for name, argv in COMMANDS.items():
-            command = [script, *argv]
+        jobs = [(results, name, [script, *argv]) for name, argv in COMMANDS.items()]
+        jobs += [(floors, name, [sys.executable, *argv]) for name, argv in FLOORS.items()]
+        for into, name, command in jobs:
             with tempfile.TemporaryDirectory(dir=directory) as empty_cache:
                 cold_env = {**env, "PYTHONDONTWRITEBYTECODE": "1",
                             "PYTHONPYCACHEPREFIX": empty_cache}
                 cold = measure(command, cold_env, directory, args.cold_runs, warm_up=False)
             warm = measure(command, env, directory, args.runs, warm_up=True)
-            results[name] = {"cold": cold, "warm": warm}
+            into[name] = {"cold": cold, "warm": warm}
             if args.breakdown:
-                results[name]["imports"] = import_breakdown(command, env, directory)
+                into[name]["imports"] = import_breakdown(command, env, directory)
     if args.json:
-        print(json.dumps({"load_average": os.getloadavg()[0], "commands": results}, indent=2))
+        print(json.dumps({"load_average": os.getloadavg()[0], "commands": results,
+                          "floors": floors, "floor_of": FLOOR_OF}, indent=2))
         return 0
-    print_table(results, args.cold_runs, args.runs)
+    print_table(results, floors, args.cold_runs, args.runs)
     if args.breakdown:
-        print_breakdown(results)
+        print_breakdown({**results, **{f"floor: {name}": r for name, r in floors.items()}})
     return 0
 
 

@@ -90,6 +90,52 @@ def test_a_listing_imports_only_what_it_reads_with(tmp_path):
                             "mailflow.cli.jobs", "mailflow.cli.sandbox")) == []
 
 
+@pytest.fixture(scope="module")
+def desk_folder(tmp_path_factory) -> Path:
+    """A folder with mailflow.yaml and a desk: client Acme with credits, request 1 quoted."""
+    folder = tmp_path_factory.mktemp("desk")
+    config = folder / "mailflow.yaml"
+    config.write_text(f"database_url: sqlite:///{folder / 'm.db'}\n")
+    runner = CliRunner()
+    for args in (["db", "upgrade"], ["clients", "add", "Acme", "--email", "a@acme.example"],
+                 ["credits", "grant", "Acme", "5"],
+                 ["request", "new", "Acme", "--subject", "Replace the banner"],
+                 ["quote", "1", "--credits", "2", "--due", "2030-01-31"]):
+        result = runner.invoke(cli, ["--config", str(config), *args])
+        assert result.exit_code == 0, (args, result.output, result.exception)
+    return folder
+
+
+#: What a command that reads and prints has no use for: templates (it sends no
+#: mail) and migrations (the schema check reads Alembic's table with SQL).
+NOT_FOR_READING = ("jinja2", "markupsafe", "mailflow.render", "alembic")
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param(["requests"], id="requests"),
+    pytest.param(["balance", "Acme"], id="balance"),
+    pytest.param(["show", "1"], id="show"),
+])
+def test_a_reading_command_imports_no_template_engine_nor_migrations(args, desk_folder):
+    modules = modules_after(args, desk_folder)
+    assert "sqlalchemy" in modules
+    assert loaded(modules, NOT_FOR_READING) == []
+
+
+def test_balance_imports_the_ledger_services_only(desk_folder):
+    modules = modules_after(["balance", "Acme"], desk_folder)
+    assert sorted(m for m in modules if m.startswith("mailflow.services.")) == [
+        "mailflow.services.bounds", "mailflow.services.clients", "mailflow.services.credits"]
+
+
+def test_a_command_closes_the_database_before_the_process_ends(desk_folder):
+    """`main` freezes the objects at exit, so no garbage collection closes a
+    connection left open: the command must, and SQLite then folds its
+    write-ahead log back into the database."""
+    modules_after(["requests"], desk_folder)
+    assert not (desk_folder / "m.db-wal").exists()
+
+
 def intra_package_imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -39,6 +39,8 @@ the two agree).  Subcommands of a group live in the group's module.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 
 import click
@@ -174,9 +176,15 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
       mailflow balance Acme
     """
     ctx.obj = App(config_path)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def main(argv: list[str] | None = None) -> int:
+    # At exit the interpreter collects garbage once more over every object: some
+    # 80,000 after a database command (SQLAlchemy's, pydantic's, ours), 0.05-0.1 s
+    # of each command here, only to free cycles of a process that is ending.
+    # Frozen objects are left out (whatever must be closed is closed by then).
+    atexit.register(gc.freeze)
     try:
         cli.main(args=argv, prog_name="mailflow", standalone_mode=True)
     except SystemExit as exit_:

@@ -60,6 +60,12 @@ class App:
 
         return Desk(self.settings)
 
+    def close(self) -> None:
+        """Close the engine's connections, if the command opened any (SQLite then
+        checkpoints its write-ahead log, as the last connection to close does)."""
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
     def session(self, *, check_schema: bool = True):
         from mailflow.db import schema_revision, transaction
 

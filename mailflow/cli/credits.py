@@ -181,7 +181,6 @@ def balance(app: App, client_ref: str, as_json: bool) -> None:
     mailflow balance Acme
     mailflow balance a@acme.example --json | jq .available
     """
-    from mailflow.render import last_usable_day
     from mailflow.services import clients as client_service
     from mailflow.services import credits as ledger
 
@@ -192,21 +191,24 @@ def balance(app: App, client_ref: str, as_json: bool) -> None:
         summary = ledger.balance(session, desk, client.id)
         lots = ledger.lots_with_remaining(session, client.id)
         entries = ledger.recent_entries(session, client.id, limit=50)
-    data = {
-        "client": client.name, "available": summary.available,
-        "never_expiring": summary.never_expiring,
-        "next_expiry": ({"credits": summary.next_expiry_credits,
-                         "expires_at": summary.next_expiry_at}
-                        if summary.next_expiry_at else None),
-        "lots": [{"id": lot.id, "kind": lot.kind, "credits": lot.credits, "remaining": left,
-                  "granted_at": lot.granted_at, "expires_at": lot.expires_at,
-                  "usable_through": last_usable_day(lot.expires_at, desk.tz),
-                  "price_yen": lot.price_yen} for lot, left in lots],
-        "entries": [{"id": e.id, "at": e.at, "kind": e.kind, "delta": e.delta, "lot": e.lot_id,
-                     "request": e.request_id, "actor": e.actor, "note": e.note}
-                    for e in entries],
-    }
     if as_json:
+        # mailflow.render brings Jinja with it: only the JSON has the last usable day
+        from mailflow.render import last_usable_day
+
+        data = {
+            "client": client.name, "available": summary.available,
+            "never_expiring": summary.never_expiring,
+            "next_expiry": ({"credits": summary.next_expiry_credits,
+                             "expires_at": summary.next_expiry_at}
+                            if summary.next_expiry_at else None),
+            "lots": [{"id": lot.id, "kind": lot.kind, "credits": lot.credits, "remaining": left,
+                      "granted_at": lot.granted_at, "expires_at": lot.expires_at,
+                      "usable_through": last_usable_day(lot.expires_at, desk.tz),
+                      "price_yen": lot.price_yen} for lot, left in lots],
+            "entries": [{"id": e.id, "at": e.at, "kind": e.kind, "delta": e.delta, "lot": e.lot_id,
+                         "request": e.request_id, "actor": e.actor, "note": e.note}
+                        for e in entries],
+        }
         emit_json(data)
         return
     click.echo(f"{client.name}: {plural(summary.available, 'credit')} available"
