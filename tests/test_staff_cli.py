@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from sqlmodel import select
 
 from mailflow.cli import cli
+from mailflow.cli.app import console
 from mailflow.config import load_settings
 from mailflow.db import create_db_engine, transaction
 from mailflow.desk import Desk
@@ -44,8 +45,9 @@ def desk_cli(tmp_path, empty_db_url, monkeypatch):
     monkeypatch.setenv("EDITOR", "true")
     runner = CliRunner()
 
-    def invoke(*args: str, code: int = 0, input: str | None = None):
-        result = runner.invoke(cli, ["--config", str(config), *args], input=input,
+    def invoke(*args: str, code: int = 0, input: str | None = None,
+               env: dict[str, str] | None = None):
+        result = runner.invoke(cli, ["--config", str(config), *args], input=input, env=env,
                                catch_exceptions=False)
         assert result.exit_code == code, result.output
         return result
@@ -186,6 +188,20 @@ def test_search_matches_subject_and_text_japanese_included(desk_cli):
     assert found("フォーム", "ボタン") == [3]  # every word
     assert found("バナー", "ボタン") == []
     assert found("100%") == []  # a LIKE wildcard is a plain character
+
+
+@pytest.mark.parametrize("subject", ["[bold]Fix[/bold] the header", "Icons :smile: :thumbs_up:",
+                                     "[REQ-9] \\[x] old tag", "[link=https://x.example]y[/link]"])
+def test_tables_print_a_clients_subject_as_written(desk_cli, subject):
+    """A subject is the client's words: never read as rich markup or emoji codes."""
+    desk_cli("clients", "add", "[red]Beta[/red]", "--email", "x@beta.example")
+    desk_cli("request", "new", "[red]Beta[/red]", "--subject", subject)
+    console.cache_clear()  # a console as wide as COLUMNS says, not an earlier test's
+    try:
+        listing = desk_cli("requests", env={"COLUMNS": "300"}).stdout
+    finally:
+        console.cache_clear()
+    assert subject in listing and "[red]Beta[/red]" in listing
 
 
 def test_due_before_and_show_give_due_date_and_days_left(desk_cli):

@@ -142,13 +142,16 @@ def plural(count: int, noun: str) -> str:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """Print a table.  Cells are plain text: a subject such as `[bold] :smile:`
+    is a client's words, printed as written, never read as rich markup or emoji."""
     from rich.table import Table
+    from rich.text import Text
 
-    grid = Table(title=title, title_justify="left")
+    grid = Table(title=Text(title), title_justify="left")
     for column in columns:
         grid.add_column(column)
     for row in rows:
-        grid.add_row(*("" if cell is None else str(_jsonable(cell)) for cell in row))
+        grid.add_row(*(Text("" if cell is None else str(_jsonable(cell))) for cell in row))
     console().print(grid)
 
 
