@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import func
 from sqlmodel import Session, select
 
@@ -94,6 +95,25 @@ def quote_context(desk: Desk, quote: Quote) -> dict[str, Any]:
             "valid_until": last_valid_day, "token": quote.token}
 
 
+def _thread_queries(client_visible: bool) -> tuple[sa.Select, sa.Select]:
+    inbound = (sa.select(Inbound.message_id, Inbound.received_at)
+               .where(Inbound.request_id == sa.bindparam("request_id"),
+                      Inbound.message_id.is_not(None)))
+    outbound = (sa.select(Outbox.message_id, Outbox.created_at)
+                .where(Outbox.request_id == sa.bindparam("request_id")))
+    if client_visible:
+        client_id = (sa.select(Request.client_id)
+                     .where(Request.id == sa.bindparam("request_id")).scalar_subquery())
+        inbound = inbound.where(Inbound.from_addr.in_(
+            sa.select(Contact.email).where(Contact.client_id == client_id)))
+        outbound = outbound.where(Outbox.template.startswith("client/"))
+    return inbound, outbound
+
+
+# Asked for most answers: prebuilt once (see services.inbound._LAST_HOUR).
+_THREAD = {visible: _thread_queries(visible) for visible in (False, True)}
+
+
 def thread_ids(session: Session, request_id: int, *, client_visible: bool = False) -> list[str]:
     """Message-IDs of a request's thread, oldest first (for References).
 
@@ -101,19 +121,11 @@ def thread_ids(session: Session, request_id: int, *, client_visible: bool = Fals
     client's own addresses and our `client/` mail — never a staff notice or a
     staff member's mail to us, whose Message-IDs would mean nothing to the
     client's mail program (and tell it that there is more to the thread)."""
-    inbound_query = (select(Inbound.message_id, Inbound.received_at)
-                     .where(Inbound.request_id == request_id, Inbound.message_id.is_not(None)))
-    outbound_query = (select(Outbox.message_id, Outbox.created_at)
-                      .where(Outbox.request_id == request_id))
-    if client_visible:
-        client_id = select(Request.client_id).where(Request.id == request_id).scalar_subquery()
-        inbound_query = inbound_query.where(Inbound.from_addr.in_(
-            select(Contact.email).where(Contact.client_id == client_id)))
-        outbound_query = outbound_query.where(Outbox.template.startswith("client/"))
-    inbound = session.exec(inbound_query).all()
-    outbound = session.exec(outbound_query).all()
-    ordered = sorted([*inbound, *outbound], key=lambda row: row[1])
-    return [message_id for message_id, _ in ordered]
+    session.flush()
+    connection = session.connection()
+    rows = [row for query in _THREAD[client_visible]
+            for row in connection.execute(query, {"request_id": request_id})]
+    return [message_id for message_id, _ in sorted(rows, key=lambda row: row[1])]
 
 
 def queue_message(session: Session, desk: Desk, *, template: str, to: Iterable[str],
