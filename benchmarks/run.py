@@ -83,6 +83,8 @@ class Result:
     latency_timeouts: int = 0
     backlog_rss_mb: float | None = None
     backlog_sampled_mb: float | None = None
+    #: each process's own peak (MB) by role: main, sender, forkserver, parse worker
+    backlog_peaks_mb: dict[str, float] = field(default_factory=dict)
     backlog_seconds: float | None = None
     backlog_processed: int | None = None
     digest_seconds: float | None = None
@@ -259,6 +261,7 @@ class Bench:
         if received != expected:
             result.errors.append(f"ingest: {received} of {expected} answers received")
         log(f"  poll --once: {run.seconds:.1f} s = {result.ingest_rate:.1f} msg/s; "
+            f"peak RSS {result.ingest_rss_mb:.0f} MB ({run.peaks_text()}); "
             f"{received}/{expected} answers at the SMTP server; verdicts {result.verdicts}")
         return db, config, clients
 
@@ -336,12 +339,14 @@ class Bench:
         report = json.loads(run.stdout)
         result.backlog_rss_mb = run.max_rss_kb / 1024
         result.backlog_sampled_mb = run.sampled_rss_kb / 1024
+        result.backlog_peaks_mb = {role: kb / 1024 for role, kb in run.peaks_kb.items()}
         result.backlog_seconds = run.seconds
         result.backlog_processed = report["processed"] + report["failed"]
         if result.backlog_processed != n:
             result.errors.append(f"backlog: {result.backlog_processed} of {n} processed")
-        log(f"  peak RSS {result.backlog_rss_mb:.0f} MB (sampled {result.backlog_sampled_mb:.0f}"
-            f" MB); {run.seconds:.1f} s = {n / run.seconds:.1f} msg/s")
+        log(f"  peak RSS {result.backlog_rss_mb:.0f} MB (each process's peak, MB: "
+            f"{run.peaks_text()}; this benchmark's own {run.runner_hwm_kb / 1024:.0f}); "
+            f"{run.seconds:.1f} s = {n / run.seconds:.1f} msg/s")
         self._drop(db)
 
     # -- digest ----------------------------------------------------------------------------

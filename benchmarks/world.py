@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import platform
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -340,56 +341,170 @@ class Run:
     #: user + system CPU of the child and the children it waited for (the
     #: sender, the parse worker): what the work cost, whatever the machine's load
     cpu_seconds: float = 0.0
+    #: each process of the tree's own peak (VmHWM, KiB) by role: "main",
+    #: "sender", "forkserver", "parse worker", ...; the largest is what
+    #: max_rss_kb reports, as wait4 folds the waited-for children into it
+    peaks_kb: dict[str, int] = field(default_factory=dict)
+    #: this benchmark process's own peak when it started the run: what a child
+    #: spawned from it directly would have reported as its ru_maxrss
+    runner_hwm_kb: int = 0
+
+    def peaks_text(self) -> str:
+        return ", ".join(f"{role} {kb / 1024:.0f}" for role, kb in
+                         sorted(self.peaks_kb.items(), key=lambda item: -item[1]))
+
+
+#: How often the process tree's memory is read while a measured run goes on.
+SAMPLE_SECONDS = 0.005
+
+#: Starts `python -m mailflow ARGV[2:]`, waits for it and writes its rusage
+#: (ru_maxrss in KiB, CPU seconds) to ARGV[1].  Linux folds the high-water
+#: mark of the memory a process had before exec into its ru_maxrss for good
+#: (exec_mmap), and a process spawned by this benchmark would so report the
+#: benchmark's own peak (the generated mail, the seeding: 300 MB after the
+#: SQLite rows); started from this small process, it reports its own.
+LAUNCHER = """
+import os, sys
+pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "mailflow", *sys.argv[2:]],
+                     os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 def run_mailflow(args: list[str], env: dict[str, str], *, timeout: float,
                  workdir: Path) -> Run:
     """`python -m mailflow ARGS` to the end, timing it and sampling its memory.
 
-    The child is reaped with os.wait4, which returns its own rusage (ru_maxrss
-    in KiB on Linux); /proc/PID/status is sampled every 50 ms as a cross-check.
-    Past TIMEOUT it is killed by its pid."""
+    It is started by LAUNCHER, which reaps it with os.wait4: its ru_maxrss (KiB)
+    is the largest of its own and its waited-for children's peaks (the sender,
+    the forkserver and through it the parse worker).  Every SAMPLE_SECONDS the
+    process tree is read from /proc: each process's VmHWM (its own peak, kept
+    by the kernel, so a spike between two samples is still seen) under its
+    role, and the main process's VmRSS as a cross-check.  Past TIMEOUT the
+    launcher's process group is killed (by its id)."""
     out_path = workdir / f"run-{uuid.uuid4().hex[:8]}.out"
     err_path = workdir / f"run-{uuid.uuid4().hex[:8]}.err"
+    usage_path = workdir / f"run-{uuid.uuid4().hex[:8]}.usage"
     with out_path.open("wb") as out, err_path.open("wb") as err:
+        runner_hwm_kb = _vm_kb(os.getpid())[1]
         started = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "mailflow", *args], env=env,
-                                   stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        pid = process.pid
-        sampled = 0
-        status = rusage = None
+        process = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(usage_path), *args],
+                                   env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        tree = _TreeSampler(process.pid)
         deadline = started + timeout
-        while True:
-            waited, status, rusage = os.wait4(pid, os.WNOHANG)
-            if waited == pid:
-                break
-            sampled = max(sampled, _vm_rss_kb(pid))
+        timed_out = False
+        while process.poll() is None:
+            tree.sample()
             if time.perf_counter() > deadline:
-                process.kill()  # by its pid
-                _, status, rusage = os.wait4(pid, 0)
+                os.killpg(process.pid, signal.SIGKILL)  # its own group, by its id
+                process.wait()
+                timed_out = True
                 break
-            time.sleep(0.05)
+            time.sleep(SAMPLE_SECONDS)
         seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-    run = Run(process.returncode, seconds, int(rusage.ru_maxrss), sampled,
+    max_rss_kb, cpu_seconds = 0, 0.0
+    if usage_path.exists():
+        rss, cpu = usage_path.read_text().split()
+        max_rss_kb, cpu_seconds = int(rss), float(cpu)
+    run = Run(process.returncode, seconds, max_rss_kb, tree.main_rss_kb,
               out_path.read_text(errors="replace"), err_path.read_text(errors="replace"),
-              rusage.ru_utime + rusage.ru_stime)
-    out_path.unlink(missing_ok=True)
-    err_path.unlink(missing_ok=True)
-    if time.perf_counter() > deadline:
+              cpu_seconds, tree.peaks_by_role(), runner_hwm_kb)
+    for path in (out_path, err_path, usage_path):
+        path.unlink(missing_ok=True)
+    if timed_out:
         raise TimeoutError(f"mailflow {' '.join(args)} did not finish in {timeout:.0f} s")
     return run
 
 
-def _vm_rss_kb(pid: int) -> int:
+class _TreeSampler:
+    """The peak memory of every process below LAUNCHER, by role.
+
+    The launcher's child is mailflow's main process; a fork of it (same command
+    line) is the outbox sender; multiprocessing's forkserver and resource
+    tracker are named on their command line; a child of the forkserver is a
+    parse worker."""
+
+    def __init__(self, launcher: int) -> None:
+        self.launcher = launcher
+        self.main_rss_kb = 0
+        self.hwm_kb: dict[int, int] = {}
+        self.roles: dict[int, str] = {}
+
+    def sample(self) -> None:
+        for pid, parent in self._tree():
+            rss, hwm = _vm_kb(pid)
+            if parent == self.launcher:
+                self.main_rss_kb = max(self.main_rss_kb, rss)
+            if not hwm:
+                continue
+            role = self._role(pid, parent)
+            if self.roles.get(pid) != role:
+                # Seen between fork and exec, it was still a copy of its parent.
+                self.roles[pid], self.hwm_kb[pid] = role, hwm
+            self.hwm_kb[pid] = max(self.hwm_kb[pid], hwm)
+
+    def peaks_by_role(self) -> dict[str, int]:
+        peaks: dict[str, int] = {}
+        for pid, kb in self.hwm_kb.items():
+            role = self.roles[pid]
+            peaks[role] = max(peaks.get(role, 0), kb)
+        return peaks
+
+    def _tree(self) -> list[tuple[int, int | None]]:
+        found: list[tuple[int, int | None]] = [(self.launcher, None)]
+        index = 0
+        while index < len(found):
+            pid = found[index][0]
+            index += 1
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for task in tasks:
+                try:
+                    with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                        found += [(int(child), pid) for child in f.read().split()]
+                except (OSError, ValueError):
+                    pass
+        return found[1:]
+
+    def _role(self, pid: int, parent: int | None) -> str:
+        if parent == self.launcher:
+            return "main"
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            cmdline = ""
+        if "forkserver" in cmdline and self.roles.get(parent) == "forkserver":
+            return "parse worker"
+        if "forkserver" in cmdline:
+            return "forkserver"
+        if "resource_tracker" in cmdline:
+            return "resource tracker"
+        if self.roles.get(parent) == "main" and "mailflow" in cmdline:
+            return "sender"
+        return cmdline.split(" ", 1)[0].rsplit("/", 1)[-1] or "other"
+
+
+def _vm_kb(pid: int) -> tuple[int, int]:
+    """VmRSS and VmHWM of PID in KiB (0, 0 once it is gone)."""
+    rss = hwm = 0
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+                elif line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                    break
     except (OSError, ValueError):
         pass
-    return 0
+    return rss, hwm
 
 
 # --- the machine --------------------------------------------------------------------
