@@ -60,8 +60,7 @@ def listen(engine, desk, known_clients):
     def start(*, lmtp: bool = False, engine_=None) -> InboundListener:
         inbound = desk.settings.inbound_smtp.model_copy(update={"lmtp": lmtp,
                                                                 "port": free_port()})
-        own = Desk(desk.settings.model_copy(update={"inbound_smtp": inbound}), clock=desk.clock,
-                   renderer=desk.renderer)
+        own = Desk(desk.settings.model_copy(update={"inbound_smtp": inbound}), clock=desk.clock)
         listener = InboundListener(engine_ or engine, own).start()
         started.append(listener)
         return listener
