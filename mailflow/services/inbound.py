@@ -177,10 +177,19 @@ def referenced_ids(msg: InboundMessage) -> list[str]:
     return list(dict.fromkeys([*msg.in_reply_to, *reversed(msg.references)]))
 
 
+def _known_ids(table) -> sa.Select:
+    return sa.select(table.message_id, table.request_id).where(
+        table.message_id.in_(sa.bindparam("ids", expanding=True)),
+        table.request_id.is_not(None))
+
+
+# Asked for every reply: prebuilt (see _LAST_HOUR below).
+_KNOWN_IDS = {Outbox: _known_ids(Outbox), Inbound: _known_ids(Inbound)}
+
+
 def _first_known(session: Session, table, ids: list[str]) -> int | None:
     """The request of the first of IDS (in their order) that TABLE knows."""
-    found = dict(session.exec(select(table.message_id, table.request_id).where(
-        table.message_id.in_(ids), table.request_id.is_not(None))).all())
+    found = dict(session.connection().execute(_KNOWN_IDS[table], {"ids": ids}).all())
     return next((found[i] for i in ids if i in found), None)
 
 
@@ -348,12 +357,17 @@ def stored_text_digest(text: str) -> str | None:
     return text_digest(text[:_TEXT_COMPARED])
 
 
+_STAFF_NOTICE_IDS = (sa.select(Outbox.id)
+                     .where(Outbox.message_id.in_(sa.bindparam("ids", expanding=True)),
+                            Outbox.template.startswith("staff/")).limit(1))
+
+
 def _staff_facts(session: Session, desk: Desk, msg: InboundMessage, new_text: str) -> dict:
     """Whether a staff member wrote it, whether it answers one of our staff
     notices, and whether its new text has staff command lines (§3 rule 8)."""
     ids = referenced_ids(msg)
-    to_notice = bool(ids) and session.exec(select(Outbox.id).where(
-        Outbox.message_id.in_(ids), Outbox.template.startswith("staff/"))).first() is not None
+    to_notice = bool(ids) and session.connection().execute(
+        _STAFF_NOTICE_IDS, {"ids": ids}).first() is not None
     return dict(staff_sender=desk.settings.staff.member_by_address(msg.from_addr) is not None,
                 replies_to_staff_notice=to_notice,
                 staff_commands=bool(command_lines(new_text)))
