@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-pool", type=int, default=100)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--save", help="also write the raw cProfile data here")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="no cProfile: print the wall and CPU time of poll_once and of "
+                             "send_due (in this process, one after the other) and stop")
     parser.add_argument("--seed", type=int, default=20261126)
     args = parser.parse_args(argv)
 
@@ -158,13 +161,21 @@ def main(argv: list[str] | None = None) -> int:
         mailbox.connect()
         poller = Poller(engine, desk, mailbox)
         profile = cProfile.Profile()
-        sql.enabled = True
+        sql.enabled = not args.no_profile
         started = time.perf_counter()
-        profile.enable()
-        report = poller.poll_once()
-        sent = send_due(engine, desk)
-        profile.disable()
-        wall = time.perf_counter() - started
+        if args.no_profile:
+            cpu = time.process_time()
+            report = poller.poll_once()
+            poll_wall, poll_cpu = time.perf_counter() - started, time.process_time() - cpu
+            sent = send_due(engine, desk)
+            wall = time.perf_counter() - started
+            send_cpu = time.process_time() - cpu - poll_cpu
+        else:
+            profile.enable()
+            report = poller.poll_once()
+            sent = send_due(engine, desk)
+            profile.disable()
+            wall = time.perf_counter() - started
         sql.enabled = False
         mailbox.close()
         engine.dispose()
@@ -178,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     n = len(mails)
+    if args.no_profile:
+        console.print(f"{n} messages, {report.processed} processed, {sent.sent} sent: poll_once "
+                      f"{poll_wall:.2f} s wall, {poll_cpu / n * 1000:.2f} ms CPU/msg in this "
+                      f"process; send_due {wall - poll_wall:.2f} s wall, "
+                      f"{send_cpu / max(sent.sent, 1) * 1000:.2f} ms CPU/mail sent")
+        return 0
     console.print(f"poll_once + send_due under cProfile: {wall:.1f} s for {n} messages "
                   f"({n / wall:.1f} msg/s with profiling overhead); {report.processed} processed, "
                   f"{report.failed} failed, {sent.sent} sent; verdicts {report.verdicts}")

@@ -70,6 +70,13 @@ class Result:
     ingest_seconds: float | None = None
     ingest_rss_mb: float | None = None
     ingest_cpu_seconds: float | None = None
+    #: CPU seconds of the ingest run by process role (main, sender, parse worker, ...)
+    ingest_cpu_by_role: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds the whole machine was busy during the ingest run (every process)
+    ingest_machine_busy: float | None = None
+    #: CPU seconds of the benchmark process itself during the ingest run (its SMTP
+    #: capture server receiving the answers, and the /proc sampling)
+    ingest_runner_cpu: float | None = None
     fetch_seconds: float | None = None
     email_parse_seconds: float | None = None
     ours_parse_seconds: float | None = None
@@ -251,6 +258,9 @@ class Bench:
         result.ingest_rate = n / run.seconds
         result.ingest_rss_mb = run.max_rss_kb / 1024
         result.ingest_cpu_seconds = run.cpu_seconds
+        result.ingest_cpu_by_role = run.cpu_by_role
+        result.ingest_machine_busy = run.machine_busy_seconds
+        result.ingest_runner_cpu = run.runner_cpu_seconds
         result.answers_expected, result.answers_received = expected, received
         result.verdicts = report.get("verdicts", {})
         done = report["processed"] + report["failed"] + report["duplicates"]
@@ -262,6 +272,9 @@ class Bench:
             result.errors.append(f"ingest: {received} of {expected} answers received")
         log(f"  poll --once: {run.seconds:.1f} s = {result.ingest_rate:.1f} msg/s; "
             f"peak RSS {result.ingest_rss_mb:.0f} MB ({run.peaks_text()}); "
+            f"{run.cpu_text(n)}; machine busy {run.machine_busy_seconds / run.seconds:.2f}"
+            f" of 2 cores' time (benchmark's own process {run.runner_cpu_seconds / n * 1000:.2f}"
+            " ms/msg); "
             f"{received}/{expected} answers at the SMTP server; verdicts {result.verdicts}")
         return db, config, clients
 
@@ -455,6 +468,15 @@ def table_rows(args, results: dict[str, Result]) -> list[list[str]]:
     add("  CPU of `poll --once` per message (with the children it waited for)",
         lambda x: (f"{x.ingest_cpu_seconds / n * 1000:.1f} ms"
                    if x.ingest_cpu_seconds else "—"))
+    add("  CPU per message by process (from /proc)",
+        lambda x: ", ".join(f"{role} {sec / n * 1000:.1f}" for role, sec in
+                            sorted(x.ingest_cpu_by_role.items(), key=lambda i: -i[1])
+                            if sec >= 0.05) + " ms" if x.ingest_cpu_by_role else "—")
+    add("  machine busy during the run (all processes, all cores)",
+        lambda x: (f"{x.ingest_machine_busy / n * 1000:.1f} ms/msg = "
+                   f"{x.ingest_machine_busy / x.ingest_seconds:.2f} cores (of which this "
+                   f"benchmark's SMTP capture + sampling {x.ingest_runner_cpu / n * 1000:.1f})"
+                   if x.ingest_machine_busy else "—"))
     add("  answers received by SMTP / expected",
         lambda x: (f"{x.answers_received:,} / {x.answers_expected:,}"
                    if x.answers_expected is not None else "—"))

@@ -348,6 +348,20 @@ class Run:
     #: this benchmark process's own peak when it started the run: what a child
     #: spawned from it directly would have reported as its ru_maxrss
     runner_hwm_kb: int = 0
+    #: CPU seconds (user + system) of each role's processes, as last read from
+    #: /proc while sampling (a process's last few milliseconds may be missed)
+    cpu_by_role: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds the whole machine was busy (all cores, every process: the
+    #: SMTP capture server, Dovecot and the database server too) during the run
+    machine_busy_seconds: float = 0.0
+    #: CPU seconds of this benchmark process during the run: the SMTP capture
+    #: server's thread that receives the answers, and the /proc sampling
+    runner_cpu_seconds: float = 0.0
+
+    def cpu_text(self, per: int, unit: str = "msg") -> str:
+        return ", ".join(f"{role} {seconds / per * 1000:.2f}" for role, seconds in
+                         sorted(self.cpu_by_role.items(), key=lambda item: -item[1])
+                         if seconds) + f" ms CPU/{unit}"
 
     def peaks_text(self) -> str:
         return ", ".join(f"{role} {kb / 1024:.0f}" for role, kb in
@@ -390,6 +404,8 @@ def run_mailflow(args: list[str], env: dict[str, str], *, timeout: float,
     usage_path = workdir / f"run-{uuid.uuid4().hex[:8]}.usage"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         runner_hwm_kb = _vm_kb(os.getpid())[1]
+        busy_before = _machine_busy()
+        runner_before = time.process_time()
         started = time.perf_counter()
         process = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(usage_path), *args],
                                    env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -406,13 +422,16 @@ def run_mailflow(args: list[str], env: dict[str, str], *, timeout: float,
                 break
             time.sleep(SAMPLE_SECONDS)
         seconds = time.perf_counter() - started
+        busy = _machine_busy() - busy_before
+        runner_cpu = time.process_time() - runner_before
     max_rss_kb, cpu_seconds = 0, 0.0
     if usage_path.exists():
         rss, cpu = usage_path.read_text().split()
         max_rss_kb, cpu_seconds = int(rss), float(cpu)
     run = Run(process.returncode, seconds, max_rss_kb, tree.main_rss_kb,
               out_path.read_text(errors="replace"), err_path.read_text(errors="replace"),
-              cpu_seconds, tree.peaks_by_role(), runner_hwm_kb)
+              cpu_seconds, tree.peaks_by_role(), runner_hwm_kb, tree.cpu_by_role(), busy,
+              runner_cpu)
     for path in (out_path, err_path, usage_path):
         path.unlink(missing_ok=True)
     if timed_out:
@@ -433,6 +452,7 @@ class _TreeSampler:
         self.main_rss_kb = 0
         self.hwm_kb: dict[int, int] = {}
         self.roles: dict[int, str] = {}
+        self.cpu: dict[int, float] = {}
 
     def sample(self) -> None:
         for pid, parent in self._tree():
@@ -446,6 +466,16 @@ class _TreeSampler:
                 # Seen between fork and exec, it was still a copy of its parent.
                 self.roles[pid], self.hwm_kb[pid] = role, hwm
             self.hwm_kb[pid] = max(self.hwm_kb[pid], hwm)
+            cpu = _cpu_seconds(pid)
+            if cpu is not None:
+                self.cpu[pid] = cpu
+
+    def cpu_by_role(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for pid, seconds in self.cpu.items():
+            role = self.roles.get(pid, "other")
+            totals[role] = totals.get(role, 0.0) + seconds
+        return totals
 
     def peaks_by_role(self) -> dict[str, int]:
         peaks: dict[str, int] = {}
@@ -489,6 +519,27 @@ class _TreeSampler:
         if self.roles.get(parent) == "main" and "mailflow" in cmdline:
             return "sender"
         return cmdline.split(" ", 1)[0].rsplit("/", 1)[-1] or "other"
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of PID so far (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except (OSError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14, 15)
+
+
+def _machine_busy() -> float:
+    """CPU seconds all cores have spent not idle since boot (/proc/stat)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values[:8]) - idle) / _TICK
 
 
 def _vm_kb(pid: int) -> tuple[int, int]:
