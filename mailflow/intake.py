@@ -16,6 +16,7 @@ import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 
 from mailflow.core.message import InboundMessage
+from mailflow.core.preread import Preread
 from mailflow.db import transaction
 from mailflow.desk import Desk
 from mailflow.errors import InvalidTransition, MailflowError, NotFound
@@ -121,7 +122,8 @@ def _keep_aside(engine: Engine, desk: Desk, raw: bytes, source: Source, reason: 
 
 def receive_batch(engine: Engine, desk: Desk, items: Sequence[tuple[Source, bytes]], *,
                   answers: bool = True,
-                  parsed: Sequence[InboundMessage | None] | None = None) -> list[Outcome]:
+                  parsed: Sequence[InboundMessage | None] | None = None,
+                  read: Sequence[Preread | None] | None = None) -> list[Outcome]:
     """Process several messages in one transaction: one commit for the lot
     (the expensive part of a commit is its fsync), the same result as one by
     one.  If any message fails, or the batch collides with another writer,
@@ -130,10 +132,13 @@ def receive_batch(engine: Engine, desk: Desk, items: Sequence[tuple[Source, byte
 
     The group's messages are parsed first (or come PARSED, e.g. by a worker
     while the previous group committed) and what they will all read is read
-    in a few set-based queries (`intake_group.prefetch_group`)."""
+    in a few set-based queries (`intake_group.prefetch_group`).  READ: what was
+    read off each PARSED message with it (`core.preread`), if anything."""
     outcomes: list[Outcome] = []
     if parsed is None:
         parsed = parse_group(desk, [raw for _, raw in items])
+    if read is None:
+        read = [None] * len(items)
     keys = [message_key(msg, raw) if msg is not None else None
             for (_, raw), msg in zip(items, parsed, strict=True)]
     try:
@@ -141,9 +146,10 @@ def receive_batch(engine: Engine, desk: Desk, items: Sequence[tuple[Source, byte
             prefetch_processed(session, [source for source, _ in items])
             prefetch_group(session, desk, [key for key in keys if key],
                            [msg.from_addr for msg in parsed if msg is not None])
-            for (source, raw), msg, key in zip(items, parsed, keys, strict=True):
+            for (source, raw), msg, key, known in zip(items, parsed, keys, read, strict=True):
                 outcomes.append(handle_message(session, desk, raw, source=source,
-                                               answers=answers, mark=False, parsed=msg))
+                                               answers=answers, mark=False, parsed=msg,
+                                               read=known))
                 forget_key(session, key)
             marked = [source for source, _ in items if source.uid is not None]
             if marked:

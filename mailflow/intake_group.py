@@ -17,7 +17,10 @@ caller forgets each message's key once it is handled.
 `parse_group` parses the group's messages up front (`handle_message` takes
 them parsed); a message our parser refuses is left to `handle_message`, which
 parses it again and fails it the usual way.  `ParseAhead` does the same in a
-worker process for the next group while this one is handled and committed.
+worker process for the next group while this one is handled and committed,
+and there also reads each message as far as no database is needed
+(`core.preread`: automatic or not, the trimmed reply and its command), so the
+main process, which holds the transaction, does only what needs it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from mailflow.core.message import InboundMessage, parse_message
+from mailflow.core.preread import Preread, preread
 from mailflow.desk import Desk
 from mailflow.models import Client, Contact, Entry, Inbound, Lot, Outbox, OutboxStatus
 
@@ -123,10 +127,13 @@ def forget_key(session: Session, key: str | None) -> None:
 
 # --- parsing ahead in another process ------------------------------------------------
 
-def _parse_for_transfer(raws: list[bytes], limit: int) -> list[dict | None]:
+def _parse_for_transfer(raws: list[bytes], limit: int,
+                        own_address: str) -> list[tuple[dict, Preread | None] | None]:
     """In the worker: each message parsed, as plain fields (the headers'
-    read-only view does not pickle; the raw bytes the parent has already)."""
-    out: list[dict | None] = []
+    read-only view does not pickle; the raw bytes the parent has already),
+    with what is read off it without the database (None if that failed: the
+    main process then reads it, and fails it, on the usual path)."""
+    out: list[tuple[dict, Preread | None] | None] = []
     for raw in raws:
         msg = parse_one(raw, limit)
         if msg is None:
@@ -135,7 +142,11 @@ def _parse_for_transfer(raws: list[bytes], limit: int) -> list[dict | None]:
         fields = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)
                   if f.name != "raw"}
         fields["headers"] = dict(msg.headers)
-        out.append(fields)
+        try:
+            read = preread(msg, own_address)
+        except Exception:
+            read = None
+        out.append((fields, read))
     return out
 
 
@@ -162,20 +173,23 @@ class ParseAhead:
         import multiprocessing
 
         self.limit = max_bytes(desk)
+        self.own_address = desk.settings.mailbox.address
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
         self._pending = None
 
     def submit(self, raws: list[bytes]) -> None:
         try:
-            self._pending = self._pool.submit(_parse_for_transfer, raws, self.limit)
+            self._pending = self._pool.submit(_parse_for_transfer, raws, self.limit,
+                                              self.own_address)
         except Exception:  # a broken pool: parse here instead
             log.warning("parse worker unavailable; parsing in the main process", exc_info=True)
             self._pending = None
 
-    def result(self, raws: list[bytes]) -> list[InboundMessage | None] | None:
-        """The messages submitted last (RAWS), parsed; None if the worker failed
-        (the caller parses them itself)."""
+    def result(self, raws: list[bytes]) -> tuple[list[InboundMessage | None],
+                                                  list[Preread | None]] | None:
+        """The messages submitted last (RAWS), parsed, and what was read off
+        each; None if the worker failed (the caller parses them itself)."""
         pending, self._pending = self._pending, None
         if pending is None:
             return None
@@ -184,7 +198,9 @@ class ParseAhead:
         except Exception:
             log.warning("parse worker failed; parsing in the main process", exc_info=True)
             return None
-        return [_from_transfer(f, raw) for f, raw in zip(fields, raws, strict=True)]
+        parsed = [_from_transfer(f[0] if f else None, raw)
+                  for f, raw in zip(fields, raws, strict=True)]
+        return parsed, [f[1] if f else None for f in fields]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

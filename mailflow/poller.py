@@ -198,11 +198,12 @@ class Poller:
             outcomes: list[Outcome] = []
             groups = [items[i:i + COMMIT_GROUP] for i in range(0, len(items), COMMIT_GROUP)]
             for index, group in enumerate(groups):
-                parsed = ahead.result([raw for _, raw in group]) if ahead else None
+                done = ahead.result([raw for _, raw in group]) if ahead else None
                 if ahead is not None and index + 1 < len(groups):
                     ahead.submit([raw for _, raw in groups[index + 1]])
+                parsed, read = done if done is not None else (None, None)
                 outcomes += receive_batch(self.engine, self.desk, group, answers=answers,
-                                          parsed=parsed)
+                                          parsed=parsed, read=read)
                 if self.after_batch:
                     self.after_batch()  # the sender starts on this group's answers now
             moves: dict[str, list[int]] = {}

@@ -7,8 +7,10 @@ from __future__ import annotations
 from sqlalchemy import event
 from sqlmodel import select
 
+from mailflow.core.autoreply import Automatic, AutomaticKind
 from mailflow.core.ledger import LotKind
 from mailflow.core.message import parse_message
+from mailflow.core.preread import preread
 from mailflow.db import transaction
 from mailflow.intake import receive_batch
 from mailflow.intake_group import ParseAhead, parse_group
@@ -86,9 +88,63 @@ def test_parsing_ahead_in_a_worker_gives_the_same_messages(desk):
             mail(sender="c@client.example", subject="Plain", body="Hi.")]
     with ParseAhead(desk) as ahead:
         ahead.submit(raws)
-        parsed = ahead.result(raws)
-    assert parsed is not None
+        done = ahead.result(raws)
+    assert done is not None
+    parsed, read = done
     here = parse_group(desk, raws)
     assert parsed == here
     assert all(p.raw == raw for p, raw in zip(parsed, raws, strict=True) if p is not None)
     assert parsed[0].headers == parse_message(raws[0]).headers
+    own = desk.settings.mailbox.address
+    assert read == [preread(p, own) if p is not None else None for p in here]
+
+
+REPLIES = [
+    ("APPROVE", "Approved, please go ahead.\n\nOn Mon, Anna wrote:\n> Quote: 5 credits"),
+    ("REJECT", "Sorry, we reject this one.\n\n-- \nBob"),
+    ("承認", "お世話になっております。\n承認いたします。\n\n> 見積もり"),
+    ("否認", "承認できません。よろしくお願いいたします。"),
+    ("comment", "Could you also change the footer colour?"),
+    ("vacation", "I am out of the office until Monday."),
+]
+
+
+def test_what_the_worker_reads_is_what_the_main_process_reads(desk):
+    """The worker reads each message as `gather` would (trimmed reply, command,
+    automatic or not), on both languages, from the same support address."""
+    raws = [mail(sender=f"p{i}@client.example", subject=f"Re: [REQ-{i + 1}] {name}",
+                 body=body, charset="iso-2022-jp" if not body.isascii() else "utf-8",
+                 headers={"Auto-Submitted": "auto-replied"} if name == "vacation" else None)
+            for i, (name, body) in enumerate(REPLIES)]
+    with ParseAhead(desk) as ahead:
+        ahead.submit(raws)
+        done = ahead.result(raws)
+    assert done is not None
+    parsed, read = done
+    own = desk.settings.mailbox.address
+    here = [preread(parse_message(raw), own) for raw in raws]
+    assert read == here
+    assert [r.reading.command for r in read][:4] != [None] * 4  # the table has decisions
+    assert read[-1].automatic is not None and read[0].automatic is None
+
+
+def test_the_main_process_takes_what_was_read_ahead_and_only_for_its_address(engine, desk):
+    """What the worker read is what the message is handled on (nothing is read
+    twice); one read against another support address is read again."""
+    addresses = _clients(engine, desk, 2)
+    raws = [mail(sender=address, subject="Job", body="Please update the page.",
+                 message_id=f"<job{i}@client.example>") for i, address in enumerate(addresses)]
+    parsed = parse_group(desk, raws)
+    own = desk.settings.mailbox.address
+    said_automatic = [preread(msg, own) for msg in parsed]
+    said_automatic = [type(r)(own_address=r.own_address, new_text=r.new_text, reading=r.reading,
+                              automatic=Automatic(AutomaticKind.AUTO_REPLY, "test: read ahead"))
+                      for r in said_automatic]
+    other = type(said_automatic[1])(own_address="someone-else@agency.example",
+                                    automatic=said_automatic[1].automatic,
+                                    new_text=said_automatic[1].new_text,
+                                    reading=said_automatic[1].reading)
+    items = [(Source(BOX, 1, uid), raw) for uid, raw in enumerate(raws, start=1)]
+    outcomes = receive_batch(engine, desk, items, parsed=parsed,
+                             read=[said_automatic[0], other])
+    assert [o.verdict for o in outcomes] == ["automatic", "new_request"]

@@ -18,7 +18,6 @@ from mailflow.core.autoreply import (
     NEVER_A_PERSON,
     AutomaticKind,
     bounce_evidence,
-    classify_automatic,
     copy_relayed_by_list,
     list_senders,
     vacation_subject,
@@ -32,7 +31,7 @@ from mailflow.core.classify import (
     request_number_in,
     tokens_in,
 )
-from mailflow.core.decisions import Command, Reading, read_reply
+from mailflow.core.decisions import Command, Reading
 from mailflow.core.loopguard import Correspondent, Seen, looks_automatic, text_digest
 from mailflow.core.message import (
     InboundMessage,
@@ -41,9 +40,9 @@ from mailflow.core.message import (
     first_header,
     parse_message,
 )
+from mailflow.core.preread import Preread, preread
 from mailflow.core.staffmail import command_lines
 from mailflow.core.states import Status
-from mailflow.core.trim import trim_reply
 from mailflow.desk import Desk
 from mailflow.errors import InsufficientCredits
 from mailflow.models import (
@@ -267,9 +266,15 @@ def _on_behalf_of(session: Session, msg: InboundMessage) -> tuple[InboundMessage
     return msg, None
 
 
-def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Context]:
+def gather(session: Session, desk: Desk, msg: InboundMessage,
+           read: Preread | None = None) -> tuple[Facts, Context]:
+    """The facts the rules decide on, and the context acting needs.  READ: what
+    the parse worker already read off MSG (`core.preread`), else read here."""
     policy = desk.settings.policy
-    automatic = classify_automatic(msg, own_address=desk.settings.mailbox.address)
+    own = desk.settings.mailbox.address
+    if read is None or not read.matches(own):
+        read = preread(msg, own)
+    automatic = read.automatic
     list_mail = automatic is not None and automatic.kind is AutomaticKind.LIST
     relayed_by, sender = None, None
     if list_mail:
@@ -278,8 +283,9 @@ def gather(session: Session, desk: Desk, msg: InboundMessage) -> tuple[Facts, Co
         relayed_by = original_from if msg.from_addr != original_from else None
     else:
         sender = client_by_address(session, msg.from_addr)
-    new_text = trim_reply(msg.text)
-    ctx = Context(msg=msg, new_text=new_text, reading=read_reply(new_text, msg.subject),
+    # List mail is read as from the client's own address: the same text and subject.
+    new_text = read.new_text
+    ctx = Context(msg=msg, new_text=new_text, reading=read.reading,
                   sender=sender, relayed_by=relayed_by, list_mail=list_mail)
     if automatic is not None and automatic.kind in NEVER_A_PERSON:
         if automatic.kind is AutomaticKind.AUTO_REPLY:
@@ -720,14 +726,16 @@ def identify(session: Session, source: Source, msg: InboundMessage,
 
 def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source = Source(),
                    answers: bool = True, mark: bool = True,
-                   parsed: InboundMessage | None = None) -> Outcome:
+                   parsed: InboundMessage | None = None,
+                   read: Preread | None = None) -> Outcome:
     """Record, classify and act on one raw message, in the caller's transaction.
 
     A message already recorded (same folder UID, or same Message-ID and
     content) is recognised and nothing happens again.  With `answers=False`
     (history import) the message is recorded and linked but nothing is changed
     or sent.  `mark=False`: the caller advances the folder's marker once for a
-    batch.  `parsed`: RAW already parsed by `parse_message` (a batch parses ahead).
+    batch.  `parsed`: RAW already parsed by `parse_message` (a batch parses ahead),
+    and `read`: what was read off it there (`core.preread`).
     """
     max_bytes = int(desk.settings.policy.max_message_mb * 1024 * 1024)
     msg = parsed if parsed is not None else parse_message(raw, max_bytes=max_bytes)
@@ -736,7 +744,7 @@ def handle_message(session: Session, desk: Desk, raw: bytes, *, source: Source =
     if existing is not None and rerun is None:
         return _already_done(existing)
     with session.no_autoflush:  # reads only; the previous message is flushed already
-        facts, ctx = gather(session, desk, msg)
+        facts, ctx = gather(session, desk, msg, read if parsed is not None else None)
     msg = ctx.msg  # list mail: as from the client's own address
     decision = decide(facts)
     oversize = msg.size > max_bytes and decision.verdict not in _NEVER_ANSWERED
