@@ -394,6 +394,12 @@ class SenderProcess:
                                         daemon=True)
 
     def start(self) -> SenderProcess:
+        # The pool's idle connections are closed first: a forked child would
+        # otherwise keep their sockets open, and a PostgreSQL session lock the
+        # parent later takes on one of them (the poller's) would outlive the
+        # parent's death for as long as the child lives, so the next run after
+        # a crash found the mailbox "being polled" and did nothing.
+        self.engine.dispose()
         # Objects that exist now are never collected in the child: keeping the
         # collector off them keeps the child from copying the parent's pages.
         gc.freeze()
