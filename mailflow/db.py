@@ -47,6 +47,10 @@ def create_db_engine(url: str, **kwargs) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)
 
 
+#: How long a SQLite connection waits for another's write lock.
+BUSY_TIMEOUT_MS = 30_000
+
+
 def _make_sqlite_transactional(engine: Engine) -> None:
     """Let SQLAlchemy, not pysqlite, emit BEGIN — as BEGIN IMMEDIATE — and turn on WAL."""
 
@@ -55,7 +59,7 @@ def _make_sqlite_transactional(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")

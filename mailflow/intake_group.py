@@ -25,6 +25,7 @@ main process, which holds the transaction, does only what needs it.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from collections import Counter, defaultdict
@@ -150,6 +151,10 @@ def _parse_for_transfer(raws: list[bytes], limit: int,
     return out
 
 
+def _ready() -> bool:
+    return True
+
+
 def _from_transfer(fields: dict | None, raw: bytes) -> InboundMessage | None:
     if fields is None:
         return None
@@ -176,21 +181,31 @@ class ParseAhead:
         self.own_address = desk.settings.mailbox.address
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
-        self._pending = None
+        self._pending: collections.deque = collections.deque()
+        # The worker takes a second or so to start (a new interpreter that
+        # imports the parser); until it has, the caller parses by itself.
+        self._started = self._pool.submit(_ready)
+
+    def ready(self) -> bool:
+        """Whether the worker is up: hand it work from then on."""
+        return self._started.done()
 
     def submit(self, raws: list[bytes]) -> None:
+        """Hand RAWS to the worker (queued behind what it has already)."""
         try:
-            self._pending = self._pool.submit(_parse_for_transfer, raws, self.limit,
-                                              self.own_address)
+            future = self._pool.submit(_parse_for_transfer, raws, self.limit,
+                                       self.own_address)
         except Exception:  # a broken pool: parse here instead
             log.warning("parse worker unavailable; parsing in the main process", exc_info=True)
-            self._pending = None
+            future = None
+        self._pending.append(future)
 
     def result(self, raws: list[bytes]) -> tuple[list[InboundMessage | None],
                                                   list[Preread | None]] | None:
-        """The messages submitted last (RAWS), parsed, and what was read off
-        each; None if the worker failed (the caller parses them itself)."""
-        pending, self._pending = self._pending, None
+        """The messages submitted first of those not yet taken (RAWS), parsed,
+        and what was read off each; None if the worker failed (the caller
+        parses them itself)."""
+        pending = self._pending.popleft() if self._pending else None
         if pending is None:
             return None
         try:

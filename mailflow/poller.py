@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,8 +40,11 @@ log = logging.getLogger("mailflow.poller")
 # sender waits for it to record what it sent: the shorter the wait, the smaller
 # the window in which a crash can make a message go out twice).
 COMMIT_GROUP = 10
-#: Messages waiting from which the next group is parsed in a worker process.
+#: Messages waiting from which the next groups are parsed in a worker process.
 PARSE_AHEAD_FROM = 3 * COMMIT_GROUP
+#: Groups in the parse worker's hands while one is handled here: two, so that
+#: a group that takes the worker longer than usual does not stall this process.
+PARSE_DEPTH = 2
 
 
 @dataclass
@@ -188,35 +192,74 @@ class Poller:
             if ahead is not None:
                 ahead.close()
 
-    def _drain(self, report: PollReport, box: Mailbox, folder: FolderState, todo: list[int],
-               *, answers: bool, ahead: ParseAhead | None) -> None:
+    def _batches(self, box: Mailbox, folder: FolderState,
+                 todo: list[int]) -> Iterator[tuple[int, list[tuple[Source, bytes]]]]:
+        """The waiting mail fetched batch by batch (`mailbox.imap.batch_size`):
+        (how many of TODO are fetched by the end of it, the batch)."""
         batch_size = self.desk.settings.mailbox.imap.batch_size
         for start_index in range(0, len(todo), batch_size):
-            batch = todo[start_index:start_index + batch_size]
-            fetched = box.fetch(batch)
-            items = [(Source(self.key, folder.uidvalidity, uid), raw) for uid, raw in fetched]
-            outcomes: list[Outcome] = []
-            groups = [items[i:i + COMMIT_GROUP] for i in range(0, len(items), COMMIT_GROUP)]
-            for index, group in enumerate(groups):
-                done = ahead.result([raw for _, raw in group]) if ahead else None
-                if ahead is not None and index + 1 < len(groups):
-                    ahead.submit([raw for _, raw in groups[index + 1]])
+            fetched = box.fetch(todo[start_index:start_index + batch_size])
+            yield (min(start_index + batch_size, len(todo)),
+                   [(Source(self.key, folder.uidvalidity, uid), raw) for uid, raw in fetched])
+
+    def _drain(self, report: PollReport, box: Mailbox, folder: FolderState, todo: list[int],
+               *, answers: bool, ahead: ParseAhead | None) -> None:
+        """Handle the waiting mail in commit groups, in arrival order; each
+        batch is moved out of the inbox once all its groups are committed.
+
+        With a parse worker (AHEAD) the next PARSE_DEPTH groups are always in
+        its hands while a group is handled here, across batch boundaries: the
+        next batch is fetched before the last group of this one is handled (a
+        fetch changes nothing in the mailbox), so the worker never waits for
+        the main process, nor the main process for a batch's first group.
+        Until the worker has started, the groups are parsed here."""
+        batches = self._batches(box, folder, todo)
+        # Groups fetched, not yet handled: (the batch's end in TODO, the batch,
+        # the group, whether it is the batch's last, whether the worker has it).
+        window: deque[tuple[int, list, list, bool, bool]] = deque()
+        wanted = PARSE_DEPTH + 1 if ahead is not None else 1
+        outcomes: list[Outcome] = []
+        while True:
+            while len(window) < wanted:
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                end, items = batch
+                groups = [items[i:i + COMMIT_GROUP]
+                          for i in range(0, len(items), COMMIT_GROUP)] or [[]]
+                for index, group in enumerate(groups):
+                    handed = ahead is not None and bool(group) and ahead.ready()
+                    if handed:
+                        ahead.submit([raw for _, raw in group])
+                    window.append((end, items, group, index == len(groups) - 1, handed))
+            if not window:
+                return
+            end, items, group, last, handed = window.popleft()
+            if group:
+                done = ahead.result([raw for _, raw in group]) if handed else None
                 parsed, read = done if done is not None else (None, None)
                 outcomes += receive_batch(self.engine, self.desk, group, answers=answers,
                                           parsed=parsed, read=read)
                 if self.after_batch:
                     self.after_batch()  # the sender starts on this group's answers now
-            moves: dict[str, list[int]] = {}
-            for (source, _raw), outcome in zip(items, outcomes, strict=True):
-                report.add(outcome)
-                moves.setdefault(self._destination(outcome.status), []).append(source.uid)
-                tag = self.desk.tag(outcome.request_id) if outcome.request_id else None
-                log.info("uid %s: %s%s%s", source.uid, outcome.verdict,
-                         f" {tag}" if tag else "",
-                         " (already processed)" if outcome.duplicate else "",
-                         extra={"uid": source.uid, "verdict": outcome.verdict, "request": tag,
-                                "status": str(outcome.status), "duplicate": outcome.duplicate})
-            for destination, uids in moves.items():
-                box.move(uids, destination)
-            if self.progress:
-                self.progress(min(start_index + batch_size, len(todo)), len(todo))
+            if last:
+                self._move(report, box, items, outcomes)
+                outcomes = []
+                if self.progress:
+                    self.progress(end, len(todo))
+
+    def _move(self, report: PollReport, box: Mailbox, items: list[tuple[Source, bytes]],
+              outcomes: list[Outcome]) -> None:
+        """Move a handled batch out of the inbox: to processed, or to failed."""
+        moves: dict[str, list[int]] = {}
+        for (source, _raw), outcome in zip(items, outcomes, strict=True):
+            report.add(outcome)
+            moves.setdefault(self._destination(outcome.status), []).append(source.uid)
+            tag = self.desk.tag(outcome.request_id) if outcome.request_id else None
+            log.info("uid %s: %s%s%s", source.uid, outcome.verdict,
+                     f" {tag}" if tag else "",
+                     " (already processed)" if outcome.duplicate else "",
+                     extra={"uid": source.uid, "verdict": outcome.verdict, "request": tag,
+                            "status": str(outcome.status), "duplicate": outcome.duplicate})
+        for destination, uids in moves.items():
+            box.move(uids, destination)

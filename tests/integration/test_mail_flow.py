@@ -301,3 +301,31 @@ def test_buy_by_mail_answers_with_the_invoice_pdf_once(world):
                 if m["X-Mailflow-Template"] == "staff/invoice_issued"]) == 2
     with transaction(world.engine) as session:
         assert len(session.exec(select(Invoice)).all()) == 2
+
+
+def test_a_backlog_is_handled_in_arrival_order_across_batches_with_the_parse_worker(world):
+    """Enough mail for the parse worker, in fetch batches (7) that are not a
+    multiple of the commit group (10): the worker holds the next groups across
+    batch boundaries; every message is handled once, in arrival order, and
+    moved out of the inbox, and each of them is read by the worker as the main
+    process would read it (a reply's APPROVE, an auto-reply)."""
+    world.desk.settings = world.desk.settings.model_copy(update={
+        "mailbox": world.desk.settings.mailbox.model_copy(update={
+            "imap": world.desk.settings.mailbox.imap.model_copy(update={"batch_size": 7})})})
+    count = 47
+    for n in range(count):
+        headers = {"Auto-Submitted": "auto-replied"} if n % 9 == 4 else None
+        world.deliver(mail(sender="a@acme.example" if n % 2 else "x@beta.example",
+                           subject=f"Job {n}", body=f"Please do job {n}.", headers=headers,
+                           message_id=f"<job{n}@client.example>"))
+    report = world.poll()
+    assert report.processed == count and report.failed == 0 and report.duplicates == 0
+    assert world.dovecot.list_messages("support", "INBOX") == []
+    assert len(world.dovecot.list_messages("support", "Processed")) == count
+    with transaction(world.engine) as session:
+        rows = session.exec(select(Inbound).order_by(Inbound.id)).all()
+        requests = session.exec(select(Request).order_by(Request.id)).all()
+    assert [r.message_id for r in rows] == [f"job{n}@client.example" for n in range(count)]
+    assert [r.classification for r in rows] == [
+        "automatic" if n % 9 == 4 else "new_request" for n in range(count)]
+    assert [r.subject for r in requests] == [f"Job {n}" for n in range(count) if n % 9 != 4]
