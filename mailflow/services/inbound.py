@@ -462,7 +462,7 @@ def _unknown_sender(session: Session, desk: Desk, ctx: Context) -> str:
     since = desk.now() - timedelta(days=1)
     answered = session.exec(select(Outbox.id).where(
         Outbox.template == "client/unknown_sender", Outbox.to_addrs == ctx.msg.from_addr,
-        Outbox.created_at >= since)).first()
+        Outbox.created_at >= since).limit(1)).first()
     if answered is None:
         queue_message(session, desk, template="client/unknown_sender",
                       to=[ctx.msg.from_addr], auto=True, in_reply_to=ctx.msg.message_id,
@@ -487,7 +487,7 @@ def _already_answered(session: Session, desk: Desk, ctx: Context,
     elif session.exec(select(Outbox.id).where(
             Outbox.template == "client/already_answered",
             Outbox.request_id == ctx.request.id,
-            Outbox.created_at >= desk.now() - timedelta(days=1))).first() is not None:
+            Outbox.created_at >= desk.now() - timedelta(days=1)).limit(1)).first() is not None:
         return InboundStatus.IGNORED, f"already {outcome}; told so today already"
     _answer(session, desk, ctx, "client/already_answered", outcome=outcome,
             asked="approved" if ctx.command is Command.APPROVE else "rejected",
@@ -623,7 +623,7 @@ def _comment(session: Session, desk: Desk, ctx: Context, decision: Decision) -> 
         notes.append(f"list mail relayed by {ctx.relayed_by}")
     receipted = session.exec(select(Outbox.id).where(
         Outbox.template == "client/comment_received", Outbox.request_id == ctx.request.id,
-        Outbox.created_at >= desk.now() - timedelta(days=1))).first()
+        Outbox.created_at >= desk.now() - timedelta(days=1)).limit(1)).first()
     if receipted is not None:
         notes.append("receipt already sent today")
     else:
