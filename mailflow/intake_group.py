@@ -25,10 +25,9 @@ main process, which holds the transaction, does only what needs it.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
 from datetime import timedelta
 from types import MappingProxyType
@@ -163,14 +162,17 @@ def _from_transfer(fields: dict | None, raw: bytes) -> InboundMessage | None:
 
 
 class ParseAhead:
-    """Parses the next commit group in a worker process (`forkserver`: no
+    """Parses the next commit groups in a worker process (`forkserver`: no
     copy of this process's threads or connections) while the current group
-    is handled and committed here, on the other core.  Order is unchanged:
-    the groups are still handled one after another, in arrival order.
+    is handled and committed here, on the other core, and reads each message
+    as far as no database is needed (`core.preread`).  Order is unchanged:
+    results come back in the order the groups were handed over, and the
+    groups are still handled one after another, in arrival order.
 
         with ParseAhead(desk) as ahead:
-            ahead.submit(next_raws)          # returns at once
-            parsed = ahead.result(raws)      # the parsed messages, or None
+            if ahead.ready():                # the worker has started
+                ahead.submit(next_raws)      # returns at once
+            parsed, read = ahead.result(next_raws) or (None, None)
     """
 
     def __init__(self, desk: Desk) -> None:
@@ -181,7 +183,7 @@ class ParseAhead:
         self.own_address = desk.settings.mailbox.address
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
-        self._pending: collections.deque = collections.deque()
+        self._pending: deque = deque()
         # The worker takes a second or so to start (a new interpreter that
         # imports the parser); until it has, the caller parses by itself.
         self._started = self._pool.submit(_ready)
